@@ -137,6 +137,20 @@ def test_supervised_loss_matches_numpy():
     assert got.numpy() == 0.0
 
 
+def test_supervised_loss_with_class_ids():
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((6, 4)).astype(np.float32) * 2
+    ids = rng.integers(0, 4, 6)
+    per_example = numpy_softmax_ce(np.eye(4)[ids], logits.astype(np.float64))
+    np.testing.assert_allclose(losses.supervised_loss(ids, logits).numpy(),
+                               per_example.mean(), rtol=1e-5)
+    # Unlabelled rows carry id -1 and weight 0; their ids are never read.
+    mask = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    ids_with_placeholders = np.where(mask == 1, ids, -1).astype(np.int32)
+    got = losses.supervised_loss(ids_with_placeholders, logits, weights=mask)
+    np.testing.assert_allclose(got.numpy(), per_example[mask == 1].mean(), rtol=1e-5)
+
+
 def test_supervised_loss_is_float32_for_half_logits():
     logits = tf.constant([[1.0, 2.0, 0.5]], tf.bfloat16)
     got = losses.supervised_loss([[0.0, 1.0, 0.0]], logits)
@@ -149,6 +163,8 @@ def test_supervised_loss_is_float32_for_half_logits():
 def test_supervised_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="num_classes"):
         losses.supervised_loss(np.ones((4, 3)), np.ones((4, 5)))
+    with pytest.raises(ValueError, match="class ids"):
+        losses.supervised_loss(np.ones((5,), np.int32), np.ones((4, 5)))
     with pytest.raises(ValueError, match="weights have shape"):
         losses.supervised_loss(np.ones((4, 3)), np.ones((4, 3)), weights=np.ones(5))
 
@@ -172,6 +188,23 @@ def test_contrastive_metrics_match_numpy():
     assert want_acc in (3 / 6, 4 / 6, 5 / 6)      # the fixture is not trivially 0 or 1
     np.testing.assert_allclose(metrics.contrastive_entropy(logits).numpy(), want_entropy,
                                rtol=1e-5)
+
+
+def test_masked_accuracy_matches_numpy():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((8, 3)).astype(np.float32)
+    ids = rng.integers(0, 3, 8)
+    hits = (np.argmax(logits, 1) == ids).astype(np.float64)
+    assert 0 < hits.mean() < 1
+    np.testing.assert_allclose(metrics.masked_accuracy(ids, logits).numpy(), hits.mean())
+    np.testing.assert_allclose(
+        metrics.masked_accuracy(np.eye(3)[ids], logits).numpy(), hits.mean())
+    weights = np.array([1, 0, 2, 1, 0, 1, 1, 0.5], np.float32)
+    ids_with_placeholders = np.where(weights > 0, ids, -1)
+    np.testing.assert_allclose(
+        metrics.masked_accuracy(ids_with_placeholders, logits, weights).numpy(),
+        (weights * hits).sum() / weights.sum(), rtol=1e-6)
+    assert metrics.masked_accuracy(ids, logits, np.zeros(8)).numpy() == 0.0
 
 
 def test_contrastive_metrics_on_loss_outputs():

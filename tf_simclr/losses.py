@@ -96,27 +96,39 @@ def supervised_loss(labels, logits, weights=None):
     """Softmax cross-entropy from logits, averaged over the local batch (float32).
 
     Args:
-        labels: [B, C] one-hot (or soft) labels.
+        labels: [B] integer class ids, or [B, C] one-hot (or soft) labels.
         logits: [B, C] unnormalised class scores (any float dtype).
         weights: optional [B] per-example weights, e.g. the 0/1 mask of a padded
-            eval batch. With weights the result is sum(w * ce) / count(w != 0), and
-            0 if every weight is 0 (as official TF1 `losses.softmax_cross_entropy`).
+            eval batch or of unlabelled examples. With weights the result is
+            sum(w * ce) / count(w != 0), and 0 if every weight is 0 (as official
+            TF1 `losses.softmax_cross_entropy`). Class ids of zero-weight rows are
+            never read, so they may be placeholders such as -1.
 
     Returns:
         A float32 scalar. The loop scales it like the contrastive loss.
     """
-    labels = tf.cast(labels, tf.float32)
     logits = tf.cast(logits, tf.float32)
-    if labels.shape.rank != 2 or not labels.shape.is_compatible_with(logits.shape):
+    labels = tf.convert_to_tensor(labels)
+    sparse = labels.dtype.is_integer
+    if logits.shape.rank != 2 or not (
+            labels.shape.is_compatible_with(logits.shape[:1]) if sparse
+            else labels.shape.is_compatible_with(logits.shape)):
         raise ValueError(f"labels have shape {labels.shape} and logits {logits.shape}; "
-                         "expected two [B, num_classes] tensors of the same shape.")
-    per_example = tf.nn.softmax_cross_entropy_with_logits(labels, logits)
+                         "expected logits [B, num_classes] with labels [B] (class ids) "
+                         "or [B, num_classes] (one-hot).")
+    if weights is not None:
+        weights = tf.cast(weights, tf.float32)
+        if not weights.shape.is_compatible_with(logits.shape[:1]):
+            raise ValueError(f"weights have shape {weights.shape}; expected [B] with "
+                             f"B matching logits {logits.shape}.")
+    if sparse:
+        if weights is not None:
+            labels = tf.where(weights != 0.0, labels, tf.zeros_like(labels))
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    else:
+        per_example = tf.nn.softmax_cross_entropy_with_logits(
+            tf.cast(labels, tf.float32), logits)
     if weights is None:
         return tf.reduce_mean(per_example)
-    weights = tf.cast(weights, tf.float32)
-    if weights.shape.rank != 1 or not weights.shape.is_compatible_with(
-            per_example.shape):
-        raise ValueError(f"weights have shape {weights.shape}; expected [B] with "
-                         f"B matching logits {logits.shape}.")
     num_nonzero = tf.reduce_sum(tf.cast(tf.not_equal(weights, 0.0), tf.float32))
     return tf.math.divide_no_nan(tf.reduce_sum(weights * per_example), num_nonzero)
