@@ -144,17 +144,26 @@ RUN_CONFIGS = {
     "lars": (config_lib.Config().replace(optimizer="lars", momentum=0.9,
                                          weight_decay=1e-2), 2.0),
     "momentum": (config_lib.Config().replace(optimizer="momentum", momentum=0.9), 0.5),
+    # --precision=mixed_float16 wraps the optimizer in a LossScaleOptimizer; the
+    # model stays float32 here, so the scaled step must equal the plain one.
+    "loss_scaled_momentum": (config_lib.Config().replace(
+        optimizer="momentum", momentum=0.9, precision="mixed_float16"), 0.5),
 }
 
 
 def train_step_fn(model, optimizer, num_replicas):
-    """One official train step: forward both views, NT-Xent, loss / R, apply."""
+    """One official train step: forward both views, NT-Xent, loss / R, apply.
+
+    Returns the local loss and the gradients of the (possibly loss-scaled) loss.
+    """
     def step(x1, x2):
         batch = tf.shape(x1)[0]
         with tf.GradientTape() as tape:
             z = model(tf.concat([x1, x2], axis=0), training=True)
             loss, _, _ = losses.nt_xent_loss(z[:batch], z[batch:], TEMPERATURE)
             scaled = loss / num_replicas
+            if isinstance(optimizer, optimizers.LossScaleOptimizer):
+                scaled = optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, [z] + model.trainable_variables)
         optimizer.apply_gradients(zip(grads[1:], model.trainable_variables))
         return loss, grads[0], grads[1:]
@@ -208,8 +217,9 @@ def model_inputs():
     return images1, images2.astype(np.float32), initial_weights
 
 
-@pytest.mark.parametrize("optimizer_name", ["lars", "momentum"])
-@pytest.mark.parametrize("num_replicas", [2, 4])
+@pytest.mark.parametrize("num_replicas, optimizer_name", [
+    (2, "lars"), (4, "lars"), (2, "momentum"), (4, "momentum"),
+    (2, "loss_scaled_momentum")])
 def test_model_gradients_and_step_match_one_device(num_replicas, optimizer_name):
     images1, images2, initial_weights = model_inputs()
     one = run_one_device(images1, images2, initial_weights, optimizer_name)

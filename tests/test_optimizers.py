@@ -125,6 +125,30 @@ def test_build_momentum_adam_adamw():
     assert type(adamw) is keras.optimizers.AdamW and adamw.weight_decay == 1e-3
 
 
+def test_mixed_float16_wraps_in_loss_scale_optimizer():
+    model = built_model()
+    config = config_for("momentum").replace(precision="mixed_float16")
+    optimizer = optimizers.build_optimizer(config, 0.3, model)
+    assert isinstance(optimizer, optimizers.LossScaleOptimizer)
+    assert type(optimizer.inner_optimizer) is keras.optimizers.SGD
+    assert optimizer.inner_optimizer.nesterov
+    # The scaled loss's gradients are unscaled before the step: same update as the
+    # plain optimizer (the scale is a power of 2, so exactly the same).
+    plain_model = built_model()
+    plain = optimizers.build_optimizer(config_for("momentum"), 0.3, plain_model)
+    images = np.random.default_rng(1).uniform(size=(4, 6, 6, 3)).astype(np.float32)
+    for m, opt, scale in ((model, optimizer, optimizer.scale_loss),
+                          (plain_model, plain, lambda loss: loss)):
+        with tf.GradientTape() as tape:
+            projection, logits = m(images, training=True)
+            loss = scale(tf.reduce_sum(projection ** 2) + tf.reduce_sum(logits ** 2))
+        opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables),
+                                m.trainable_variables))
+    assert optimizer.iterations.numpy() == 1
+    for a, b in zip(model.get_weights(), plain_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_adamw_decays_only_included_variables():
     # Zero gradients: Adam's step is 0, so only the decoupled decay moves weights.
     model = built_model()

@@ -12,6 +12,10 @@ import tensorflow as tf
 from tf_simclr import config as config_lib
 from tf_simclr.lars import LARS
 
+# What build_optimizer returns under --precision=mixed_float16; the loop checks for
+# it to call optimizer.scale_loss (apply_gradients unscales and skips overflows).
+LossScaleOptimizer = keras.optimizers.LossScaleOptimizer
+
 
 def _layers(model):
     """The model and all its sublayers, recursively (Keras' own flattening walk)."""
@@ -77,6 +81,9 @@ def build_optimizer(config, learning_rate, model):
         and trust ratio; momentum: SGD(momentum, nesterov=True) as official; adam:
         Adam with default betas; adamw: AdamW(weight_decay) with the same
         exclusions. momentum and adam get their decay from `weight_decay_loss`.
+        With --precision=mixed_float16 the optimizer is wrapped in a
+        LossScaleOptimizer (dynamic loss scale) so float16 gradients do not
+        underflow; the loop multiplies its loss by `optimizer.scale_loss`.
 
     Args:
         config: a `tf_simclr.config.Config`.
@@ -90,21 +97,24 @@ def build_optimizer(config, learning_rate, model):
     """
     name = config.optim.optimizer
     if name == "lars":
-        return LARS(learning_rate, momentum=config.optim.momentum,
-                    weight_decay=config.optim.weight_decay,
-                    exclude_from_weight_decay=decay_exclusions(model))
-    if name == "momentum":
-        return keras.optimizers.SGD(learning_rate, momentum=config.optim.momentum,
-                                    nesterov=True)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "adamw":
+        optimizer = LARS(learning_rate, momentum=config.optim.momentum,
+                         weight_decay=config.optim.weight_decay,
+                         exclude_from_weight_decay=decay_exclusions(model))
+    elif name == "momentum":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.optim.momentum,
+                                         nesterov=True)
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate)
+    elif name == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate,
                                            weight_decay=config.optim.weight_decay)
         optimizer.exclude_from_weight_decay(var_list=decay_exclusions(model))
-        return optimizer
-    raise ValueError(f"--optimizer={name!r} is not supported; expected one of "
-                     f"{', '.join(repr(o) for o in config_lib.OPTIMIZERS)}.")
+    else:
+        raise ValueError(f"--optimizer={name!r} is not supported; expected one of "
+                         f"{', '.join(repr(o) for o in config_lib.OPTIMIZERS)}.")
+    if config.train.precision == "mixed_float16":
+        return LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def weight_decay_loss(config, model):
