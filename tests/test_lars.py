@@ -246,6 +246,7 @@ def test_checkpoint_restores_momentum_and_iterations(tmp_path):
     (dict(exclude_from_weight_decay=[3]), "contains 3"),
     (dict(exclude_from_weight_decay="bias"), "single item"),
     (dict(exclude_from_layer_adaptation=[None]), "contains None"),
+    (dict(exclude_from_weight_decay=["bias("]), "not a valid regex"),
 ])
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

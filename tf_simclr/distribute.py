@@ -1,4 +1,4 @@
-"""Cross-replica helpers for the contrastive loss (and, later, strategy creation).
+"""Cross-replica helpers: replica count and id, and a differentiable all-gather.
 
 The NT-Xent loss needs the embeddings of every replica as negatives. These helpers
 work in three situations and agree with each other:

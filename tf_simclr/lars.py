@@ -23,7 +23,11 @@ def _split_exclusions(argument, items):
     variables, patterns = [], []
     for item in items:
         if isinstance(item, str):
-            re.compile(item)
+            try:
+                re.compile(item)
+            except re.error as e:
+                raise ValueError(f"{argument} contains {item!r}, which is not a valid "
+                                 f"regex ({e}); expected variable.path regexes.") from e
             patterns.append(item)
         elif isinstance(item, keras.Variable):
             variables.append(item)
