@@ -1,0 +1,479 @@
+"""Exports a SimCLRModel as a TF-Hub reusable SavedModel (image feature vector).
+
+The route is a hand-written "reusable SavedModel" object (a tf.train.Checkpoint
+subclass with a tf.function `__call__` traced for training=True and False, and
+`variables` / `trainable_variables` / `regularization_losses` attributes). It is the
+route that loads and fine-tunes in `hub.KerasLayer` (tf_keras), loads in Keras 3's
+`keras.layers.TFSMLayer` and in `tf.saved_model.load`; Keras 3's `model.export()`
+alone gives a module hub.KerasLayer cannot call (stack_experiments.md §2).
+
+What an exported module offers (`obj = tf.saved_model.load(path)` or `hub.load`):
+
+- `obj(images, training=False)` -> final_avg_pool float32 [batch, 2048 * width]
+  (512 * width for ResNet-18/34): the TF-Hub image feature vector. `images` are
+  float32 [batch, height, width, 3] in [0, 1], any height and width.
+  `training=True` runs BatchNorm on batch statistics and updates its moving
+  statistics. `obj.variables`, `obj.trainable_variables` (those final_avg_pool
+  depends on: the encoder's) and `obj.regularization_losses` (weight_decay *
+  L2 of the trainable kernels, zero-argument callables) as the API asks.
+- `obj.endpoints(images, training=False)` -> dict of every output under the
+  official names: initial_conv, initial_max_pool, block_group1..4, final_avg_pool,
+  proj_head_input, proj_head_output (when the model computes it) and logits_sup
+  (when it has a classifier), all float32.
+- `obj.signatures["serving_default"](images=...)` -> the same dict (inference).
+- `obj.call_training(images)` -> the same dict with training=True, the training
+  endpoint for `TFSMLayer(..., call_training_endpoint="call_training")`.
+- `obj.classifier` (only for models with a supervised head, e.g. fine-tuned ones):
+  itself a reusable SavedModel: `obj.classifier(images, training=False)` ->
+  logits_sup [batch, num_classes], with the variables of encoder + heads, so
+  `hub.KerasLayer(hub.load(path).classifier, trainable=True)` fine-tunes the
+  classifier end to end.
+- `obj.config_json` (string variable) and `assets/config.json`: the run config the
+  module was built from; `obj.feature_dim`, `obj.num_classes`, `obj.image_size`
+  (int variables; image_size is the training resolution).
+
+Inputs that are not float32 [batch, height, width, 3] fail with an
+InvalidArgumentError that names what was received and what is expected, from every
+entry point above, instead of a shape error deep inside the network.
+
+Every export is written into a temporary sibling directory and renamed into place,
+so a failure leaves nothing at `export_dir`.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from hub_export import variants as variants_lib
+from hub_export.errors import ExportError  # noqa: F401 (part of this module's API)
+from tf_simclr import config as config_lib
+from tf_simclr import model as model_lib
+from tf_simclr import optimizers as optimizers_lib
+
+FEATURES = "final_avg_pool"
+LOGITS = model_lib.LOGITS_SUP
+SERVING_SIGNATURE = "serving_default"
+TRAINING_ENDPOINT = "call_training"
+CONFIG_ASSET = "config.json"
+INIT_MODES = ("checkpoint", "random")
+# Dtypes callers plausibly pass by mistake (decoded uint8 images, numpy float64,
+# mixed-precision halves, integer tensors). Each gets traced entry points that fail
+# with a clear message instead of a "no matching concrete function" listing.
+REJECTED_DTYPES = (tf.uint8, tf.int32, tf.int64, tf.float16, tf.bfloat16, tf.float64)
+EXPECTED_INPUT = ("expected images as float32 [batch, height, width, 3] with values in "
+                  "[0, 1]")
+_IMAGES_SPEC = tf.TensorSpec(None, tf.float32, name="images")
+_HEAD_KERNEL = re.compile(r"^model/supervised_head/dense/_?kernel/")
+
+
+# Input checks ---------------------------------------------------------------------
+
+def _checked_images(images):
+    """float32 images of unknown shape -> the same with static shape [?, ?, ?, 3].
+
+    The rank and channel checks run before the network: a wrong shape fails with an
+    InvalidArgumentError that names the received shape. The tf.cond hides the
+    caller's static shape from the network, so a wrong one cannot fail shape
+    inference first (with a message about some inner op).
+    """
+    shape = tf.shape(images)
+    ok = tf.logical_and(tf.equal(tf.rank(images), 4),
+                        tf.reduce_all(tf.equal(shape[-1:], 3)))
+
+    def reject():
+        check = tf.debugging.Assert(
+            False, [f"SimCLR hub module: {EXPECTED_INPUT}; received float32 with shape",
+                    shape], summarize=8, name="check_images")
+        with tf.control_dependencies([check]):
+            return tf.zeros([0, 0, 0, 3], tf.float32)
+
+    images = tf.cond(ok, lambda: tf.identity(images), reject)
+    return tf.ensure_shape(images, [None, None, None, 3])
+
+
+@contextlib.contextmanager
+def _local_batch_norm(model):
+    """Traces BatchNorm(synchronized=True) layers as plain ones, then restores them.
+
+    Keras' synchronized BatchNorm all-reduces its moments through the replica
+    context, which outside a strategy is an identity with a custom gradient that
+    SavedModels do not keep ("Importing a function ... with ops with unsaved custom
+    gradients", official SimCLR #108/#193): gradients through the loaded module
+    would fail. A traced module runs on one replica anyway, where both compute the
+    same moments (and the same moving-statistic updates).
+    """
+    flipped = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized]
+    for layer in flipped:
+        layer.synchronized = False
+    try:
+        yield
+    finally:
+        for layer in flipped:
+            layer.synchronized = True
+
+
+def _rejecting_outputs(images, output_specs):
+    """For a wrong input dtype: outputs shaped like `output_specs` that never return.
+
+    The Assert fails whenever the function runs; the outputs exist only so that
+    symbolic callers (a tf_keras functional model) see the usual shapes.
+    """
+    fail = tf.debugging.Assert(
+        False, [f"SimCLR hub module: {EXPECTED_INPUT}; received dtype {images.dtype.name} "
+                "with shape", tf.shape(images),
+                "(decoded uint8 images: tf.image.convert_image_dtype(images, tf.float32) "
+                "scales them to [0, 1]; other floats: tf.cast to float32)"],
+        summarize=8, name="check_images_dtype")
+    with tf.control_dependencies([fail]):
+        batch = tf.shape(images)[0] if images.shape.rank != 0 else tf.constant(0)
+        unknown = batch * 0  # a dynamic 0 keeps unknown dims unknown to shape inference
+
+        def zeros(spec):
+            dims = [batch] + [tf.constant(d) if d is not None else unknown
+                              for d in spec.shape[1:]]
+            return tf.zeros(tf.stack(dims), spec.dtype)
+
+        return tf.nest.map_structure(zeros, output_specs)
+
+
+# The module ---------------------------------------------------------------------
+
+class _ReusableModule(tf.train.Checkpoint):
+    """TF-Hub reusable SavedModel: __call__(inputs, training) and its variables.
+
+    A tf.train.Checkpoint rather than a tf.Module, whose `variables` property is
+    read-only. `endpoints_fn(images, training)` is a tf.function returning the dict
+    of all outputs; `__call__` returns its `output_key` entry.
+    """
+
+    def __init__(self, endpoints_fn=None, output_key=None, output_spec=None, variables=(),
+                 trainable_variables=(), regularization_losses=()):
+        super().__init__()
+        self._set_outputs(endpoints_fn, output_key, output_spec, variables,
+                          trainable_variables, regularization_losses)
+
+    def _set_outputs(self, endpoints_fn, output_key, output_spec, variables,
+                     trainable_variables, regularization_losses):
+        self.variables = list(variables)
+        self.trainable_variables = list(trainable_variables)
+        self.regularization_losses = list(regularization_losses)
+        # Closures are not tracked; the endpoints function is saved through its owner.
+        self._outputs = lambda: (endpoints_fn, output_key, output_spec)
+
+    @tf.function
+    def __call__(self, inputs, training=False):
+        endpoints_fn, output_key, output_spec = self._outputs()
+        if inputs.dtype != tf.float32:
+            return _rejecting_outputs(inputs, output_spec)
+        return endpoints_fn(inputs, training=training)[output_key]
+
+
+class HubModule(_ReusableModule):
+    """The exported object: an image feature vector module plus all endpoints."""
+
+    def __init__(self, model, config):
+        super().__init__()
+        self._model_call = lambda images, training: model(images, training=training)
+        self._output_specs = lambda: None
+        self.endpoints = tf.function(self._endpoints)
+        # Trace the network once per training value; every other entry point calls
+        # these concrete functions instead of tracing the network again.
+        for training in (False, True):
+            concrete = self.endpoints.get_concrete_function(_IMAGES_SPEC, training=training)
+        specs = {name: tf.TensorSpec(t.shape, t.dtype)
+                 for name, t in concrete.structured_outputs.items()}
+        self._output_specs = lambda: specs
+        # Tracked so the SavedModel holds every variable an endpoint captures; the
+        # hub API's `variables` lists only those of __call__ (the encoder's).
+        self.endpoint_variables = list(model.variables)
+        encoder_trainable = list(model.encoder.trainable_variables)
+        weight_decay = config.optim.weight_decay
+        self._set_outputs(self.endpoints, FEATURES, specs[FEATURES], model.encoder.variables,
+                          encoder_trainable,
+                          _regularization_losses(model, encoder_trainable, weight_decay))
+        if LOGITS in specs:
+            self.classifier = _ReusableModule(
+                self.endpoints, LOGITS, specs[LOGITS], model.variables,
+                model.trainable_variables,
+                _regularization_losses(model, model.trainable_variables, weight_decay))
+        self.call_training = tf.function(
+            lambda images: self.endpoints(images, training=True), input_signature=[_IMAGES_SPEC])
+        self.serve = tf.function(
+            lambda images: self.endpoints(images, training=False), input_signature=[_IMAGES_SPEC])
+        self.config_json = tf.Variable(config.to_json(), trainable=False, name="config_json")
+        self.feature_dim = tf.Variable(int(specs[FEATURES].shape[-1]), trainable=False,
+                                       name="feature_dim")
+        num_classes = int(specs[LOGITS].shape[-1]) if LOGITS in specs else 0
+        self.num_classes = tf.Variable(num_classes, trainable=False, name="num_classes")
+        self.image_size = tf.Variable(config.data.image_size, trainable=False,
+                                      name="image_size")
+
+    def _endpoints(self, images, training=False):
+        if images.dtype != tf.float32:
+            return _rejecting_outputs(images, self._output_specs())
+        outputs = self._model_call(_checked_images(images), training)
+        return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
+
+    def trace(self):
+        """Traces every entry point the SavedModel must hold (both training values,
+        the float32 spec and the rejected dtypes)."""
+        modules = [self] + ([self.classifier] if hasattr(self, "classifier") else [])
+        for training in (False, True):
+            for module in modules:
+                module.__call__.get_concrete_function(_IMAGES_SPEC, training=training)
+            for dtype in REJECTED_DTYPES:
+                spec = tf.TensorSpec(None, dtype, name="images")
+                self.endpoints.get_concrete_function(spec, training=training)
+                for module in modules:
+                    module.__call__.get_concrete_function(spec, training=training)
+
+
+def _regularization_losses(model, variables, weight_decay):
+    """[weight_decay * sum(l2_loss(kernel))] over `variables` minus BN and biases."""
+    if not weight_decay:
+        return []
+    excluded = {id(v) for v in optimizers_lib.decay_exclusions(model)}
+    if model.supervised_head is not None:
+        # decay_exclusions leaves the head to the loop's decay term; for hub users
+        # the classifier kernel is a kernel like the others.
+        excluded.discard(id(model.supervised_head.dense.kernel))
+    kernels = [v for v in variables if id(v) not in excluded]
+    if not kernels:
+        return []
+
+    @tf.function(input_signature=[])
+    def weight_decay_loss():
+        return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+    return [weight_decay_loss]
+
+
+# Writing ------------------------------------------------------------------------
+
+def _tracing_for_save():
+    """A context in which tf.functions trace as tf.saved_model.save will look them up.
+
+    save() re-traces every function traced outside its own context (the variable
+    policy is part of the cache key), which triples the export time of a ResNet-50.
+    Tracing under the same (private) save context lets save() reuse the traces. If
+    that API moves, exports stay correct, only slower.
+    """
+    try:
+        from tensorflow.python.saved_model import save_context  # pylint: disable=g-direct-tensorflow-import
+        return save_context.save_context(tf.saved_model.SaveOptions())
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
+
+
+def _prepare_destination(export_dir, overwrite):
+    export_dir = os.path.abspath(export_dir)
+    if os.path.lexists(export_dir) and not overwrite:
+        raise ExportError(f"export_dir {export_dir} already exists; expected a new path "
+                          "(or --overwrite to replace it).")
+    parent = os.path.dirname(export_dir)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise ExportError(f"export_dir {export_dir}: its parent {parent} is not a directory.")
+    os.makedirs(parent, exist_ok=True)
+    return export_dir
+
+
+def _move_into_place(tmp_dir, export_dir):
+    """Renames tmp_dir to export_dir, replacing an existing one only after success."""
+    old = None
+    if os.path.lexists(export_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old-",
+                               dir=os.path.dirname(export_dir))
+        os.rmdir(old)
+        os.replace(export_dir, old)
+    try:
+        os.replace(tmp_dir, export_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, export_dir)
+        raise
+    if old is not None:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.remove(old)
+
+
+def export_saved_model(model, config, export_dir, overwrite=False, tar_gz=False):
+    """Writes `model` as a TF-Hub reusable SavedModel to `export_dir`; returns its path.
+
+    Args:
+        model: a built `tf_simclr.model.SimCLRModel` (possibly created under a
+            tf.distribute strategy; its variables are saved as plain ones).
+        config: the `tf_simclr.config.Config` it was built from; stored in the module
+            (assets/config.json and `config_json`) and the source of weight_decay.
+        export_dir: the module directory to create; its parent is created if needed.
+        overwrite: replace an existing export_dir (only once the new one is complete).
+        tar_gz: also write export_dir + ".tar.gz" in TF-Hub's compressed format
+            (see `pack_tar_gz`).
+
+    Returns:
+        The absolute path of the module directory.
+
+    Raises:
+        ExportError: export_dir exists and overwrite is False, or the model is not built.
+    """
+    if not model.built:
+        raise ExportError("export_saved_model needs a built model (build_model builds it).")
+    export_dir = _prepare_destination(export_dir, overwrite)
+    if tar_gz and os.path.lexists(export_dir + ".tar.gz") and not overwrite:
+        raise ExportError(f"{export_dir}.tar.gz already exists; expected a new path "
+                          "(or --overwrite to replace it).")
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-",
+                               dir=os.path.dirname(export_dir))
+    try:
+        config_path = os.path.join(tmp_dir, CONFIG_ASSET)
+        with open(config_path, "w", encoding="utf-8") as f:
+            f.write(config.to_json())
+        module_dir = os.path.join(tmp_dir, "module")
+        with _local_batch_norm(model):
+            with _tracing_for_save():
+                module = HubModule(model, config)
+                module.trace()
+            module.config_file = tf.saved_model.Asset(config_path)
+            tf.saved_model.save(module, module_dir,
+                                signatures={SERVING_SIGNATURE: module.serve})
+        for name in os.listdir(module_dir):
+            os.replace(os.path.join(module_dir, name), os.path.join(tmp_dir, name))
+        os.rmdir(module_dir)
+        os.remove(config_path)
+        _move_into_place(tmp_dir, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    if tar_gz:
+        pack_tar_gz(export_dir, overwrite=overwrite)
+    return export_dir
+
+
+def pack_tar_gz(module_dir, tar_path=None, overwrite=False):
+    """Packs a module directory as a .tar.gz in TF-Hub's compressed format.
+
+    The archive holds the module's files at its root (saved_model.pb, variables/,
+    assets/), as tfhub.dev and Kaggle serve them. hub.load / hub.KerasLayer read it
+    from an http(s) or gs:// URL (they unpack it into $TFHUB_CACHE_DIR); for a local
+    file see `hub_export.tarball`. Written atomically; returns the archive's path.
+    """
+    module_dir = os.path.abspath(module_dir)
+    if not os.path.isfile(os.path.join(module_dir, "saved_model.pb")):
+        raise ExportError(f"{module_dir} is not a SavedModel directory (no saved_model.pb).")
+    tar_path = os.path.abspath(tar_path or module_dir + ".tar.gz")
+    if os.path.lexists(tar_path) and not overwrite:
+        raise ExportError(f"{tar_path} already exists; expected a new path "
+                          "(or --overwrite to replace it).")
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(tar_path)}.tmp-",
+                                    dir=os.path.dirname(tar_path))
+    os.close(fd)
+    try:
+        with tarfile.open(tmp_path, "w:gz") as archive:
+            for name in sorted(os.listdir(module_dir)):
+                archive.add(os.path.join(module_dir, name), arcname=name)
+        os.replace(tmp_path, tar_path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return tar_path
+
+
+# Sources: a model_dir checkpoint or a named architecture -------------------------
+
+def find_checkpoint(model_dir, checkpoint=None):
+    """The checkpoint prefix to export: `checkpoint` (a prefix or a directory) or the
+    latest in model_dir. ExportError naming the path when there is none."""
+    source = checkpoint or model_dir
+    if tf.io.gfile.isdir(source):
+        path = tf.train.latest_checkpoint(source)
+        if path is None:
+            raise ExportError(f"no checkpoint in {source}; expected a model_dir with "
+                              "checkpoints written by tf_simclr.run, or --checkpoint=<prefix>.")
+        return path
+    if not tf.io.gfile.exists(source + ".index"):
+        raise ExportError(f"--checkpoint={source} is not a checkpoint (no {source}.index); "
+                          "expected a prefix such as model_dir/ckpt-1000 or a directory.")
+    return source
+
+
+def num_classes_in_checkpoint(path):
+    """The supervised head's class count stored in checkpoint `path`, 0 if none."""
+    for name, shape in tf.train.list_variables(path):
+        if _HEAD_KERNEL.match(name) and len(shape) == 2:
+            return int(shape[1])
+    return 0
+
+
+def load_config(model_dir):
+    """config.json of model_dir as a Config; ExportError if missing or unreadable."""
+    try:
+        return config_lib.load(model_dir)
+    except config_lib.ConfigError as error:
+        raise ExportError(str(error)) from None
+
+
+def model_from_checkpoint(model_dir, checkpoint=None, config=None):
+    """(model, config, checkpoint path): the model of model_dir/config.json with the
+    weights of its latest (or the given) checkpoint.
+
+    The number of classes comes from the checkpoint's supervised head (0 if it has
+    none). Every variable of the model must be in the checkpoint; the optimizer's
+    may be missing or present.
+    """
+    config = load_config(model_dir) if config is None else config
+    path = find_checkpoint(model_dir, checkpoint)
+    num_classes = num_classes_in_checkpoint(path)
+    try:
+        model = model_lib.build_model(config, num_classes)
+    except ValueError as error:
+        raise ExportError(f"cannot build the model of {model_dir}/config.json with "
+                          f"{num_classes} classes from {path}: {error}") from None
+    status = tf.train.Checkpoint(model=model).restore(path)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ExportError(f"checkpoint {path} does not match the model of "
+                          f"{model_dir}/config.json (another architecture?): {error}") from None
+    status.expect_partial()
+    return model, config, path
+
+
+def model_from_variant(variant, image_size=224, base_config=None):
+    """(model, config): a randomly initialised model of a variant name or Variant.
+
+    The config is `base_config` (default Config(): pretraining heads, no classifier)
+    with the variant's depth, width and SK ratio and `image_size` (<= 32 selects the
+    CIFAR stem, as in training).
+    """
+    if isinstance(variant, str):
+        variant = variants_lib.parse(variant)
+    config = variant.config(image_size=image_size, base=base_config)
+    try:
+        config.model.validate()
+        config.data.validate()
+    except config_lib.ConfigError as error:
+        raise ExportError(str(error)) from None
+    return model_lib.build_model(config, 0), config
+
+
+def export_from_checkpoint(model_dir, export_dir, checkpoint=None, overwrite=False,
+                           tar_gz=False):
+    """Rebuilds the model of model_dir from its checkpoint and exports it; returns
+    the module path."""
+    model, config, _ = model_from_checkpoint(model_dir, checkpoint)
+    return export_saved_model(model, config, export_dir, overwrite=overwrite, tar_gz=tar_gz)
+
+
+def export_variant(variant, export_dir, image_size=224, overwrite=False, tar_gz=False):
+    """Exports an untrained (random) model of a variant; returns the module path."""
+    model, config = model_from_variant(variant, image_size=image_size)
+    return export_saved_model(model, config, export_dir, overwrite=overwrite, tar_gz=tar_gz)
