@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from testutil import cpu_devices
 
 from tf_simclr import datasets
 from tf_simclr.config import DataConfig
@@ -166,15 +167,16 @@ def test_mock_input_context_shards_are_disjoint_and_cover_the_split():
 
 
 def test_mock_label_fraction_keeps_the_same_fraction_of_every_class():
-    with mock_tfds(num_examples=200):
+    with mock_tfds(num_examples=80):
         full = datasets.build_source(DataConfig(dataset="cifar10", eval_split="test"))
         all_labels = [label for _, label in _pairs(full.examples("train"))]
-        config = DataConfig(dataset="cifar10", eval_split="test", label_fraction=0.1)
+        config = DataConfig(dataset="cifar10", eval_split="test", label_fraction=0.3)
         subset = _pairs(datasets.build_source(config, seed=3).examples("train"))
         again = _pairs(datasets.build_source(config, seed=3).examples("train"))
         other = _pairs(datasets.build_source(config, seed=4).examples("train"))
     counts = np.bincount(all_labels, minlength=10)
-    expected = [max(1, int(np.floor(0.1 * n + 0.5))) for n in counts]
+    expected = [max(1, int(np.floor(0.3 * n + 0.5))) for n in counts]
+    assert sum(expected) < 80 and max(counts) > 3   # a real subset of real classes
     assert list(np.bincount([label for _, label in subset], minlength=10)) == expected
     assert [image.tobytes() for image, _ in again] == [i.tobytes() for i, _ in subset]
     assert {i.tobytes() for i, _ in other} != {i.tobytes() for i, _ in subset}
@@ -327,3 +329,16 @@ def test_split_names_and_unlabeled_splits():
     assert datasets.split_names("train[:10%]+unlabelled") == ["train", "unlabelled"]
     assert datasets.is_unlabeled_split("unlabelled[:50%]")
     assert not datasets.is_unlabeled_split("train+unlabelled")
+
+
+def test_label_fraction_subset_reads_under_distribute_datasets_from_function(tiny_dir):
+    source = datasets.build_source(_tiny(tiny_dir, label_fraction=0.5), seed=1)
+    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
+    dist = strategy.distribute_datasets_from_function(
+        lambda context: source.examples("train", context).batch(
+            context.get_per_replica_batch_size(4)))
+    labels = [label for batch in dist
+              for local in strategy.experimental_local_results(batch["label"])
+              for label in local.numpy().tolist()]
+    assert len(labels) == source.info.num_train_examples == 30
+    assert np.bincount(labels).tolist() == [10, 10, 10]

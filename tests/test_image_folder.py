@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from testutil import cpu_devices
 
 from tf_simclr import datasets
 from tf_simclr.config import DataConfig
@@ -345,3 +346,16 @@ def test_examples_of_an_unconfigured_split(tmp_path):
     with pytest.raises(DataError, match=r"was built for the splits \['train'\]; "
                                         r"got split='test'"):
         source.examples("test")
+
+
+def test_reads_under_distribute_datasets_from_function(tmp_path):
+    expected = _class_folder(tmp_path, {"a": 3, "b": 3})
+    source = _source(tmp_path)
+    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
+    dist = strategy.distribute_datasets_from_function(
+        lambda context: source.examples("train", context).batch(
+            context.get_per_replica_batch_size(2)))
+    images = [image.tobytes() for batch in dist
+              for local in strategy.experimental_local_results(batch["image"])
+              for image in local.numpy()]
+    assert sorted(images) == sorted(expected)
