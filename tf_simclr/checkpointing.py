@@ -1,0 +1,110 @@
+"""Checkpoints of a run: save, resume from the latest, and find a source checkpoint.
+
+A checkpoint holds the model and the optimizer; the optimizer's `iterations` is the
+global step, and the input pipeline is a deterministic function of the step (see
+input_pipeline.py), so {model, optimizer} is the whole training state.
+
+Why a kill cannot corrupt the latest checkpoint: TensorFlow writes a checkpoint's
+data and index under a temporary name and renames them into place, and only then
+does CheckpointManager rewrite its `checkpoint` state file, itself by an atomic
+rename. A process killed at any moment leaves the state file naming the previous,
+complete checkpoint. Should a listed checkpoint still fail to read (a disk fault),
+`restore_latest` falls back to the newest one that reads, and says so.
+"""
+
+import os
+import shutil
+import tempfile
+
+from absl import logging
+import tensorflow as tf
+
+from tf_simclr import strategy as strategy_lib
+from tf_simclr.config import ConfigError
+
+
+class Checkpointer:
+    """Keeps the last `max_to_keep` checkpoints of {model, optimizer} in model_dir.
+
+    On multi-worker runs every worker must take part in a save (reading mirrored
+    variables is collective); workers other than the chief write into a private
+    directory that is deleted afterwards.
+    """
+
+    def __init__(self, model_dir, model, optimizer, max_to_keep, strategy):
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._step = optimizer.iterations
+        self._is_chief = strategy_lib.is_chief(strategy)
+        if self._is_chief:
+            directory = model_dir
+        else:
+            directory = os.path.join(model_dir, f".worker_{strategy.cluster_resolver.task_id}")
+        self.directory = directory
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, directory, max_to_keep=max_to_keep, step_counter=self._step)
+
+    @property
+    def manager(self):
+        return self._manager
+
+    @property
+    def latest(self):
+        """Path prefix of the newest checkpoint, or None."""
+        return self._manager.latest_checkpoint
+
+    def restore_latest(self):
+        """Restores the newest readable checkpoint; returns its step (0 if none)."""
+        for path in reversed(self._manager.checkpoints):
+            try:
+                status = self._checkpoint.restore(path)
+                status.assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as e:
+                logging.warning("checkpoint %s could not be restored (%s); trying an older one",
+                                path, str(e).splitlines()[0])
+                continue
+            step = int(self._step.numpy())
+            logging.info("resumed from %s at step %d", path, step)
+            return step
+        if self._manager.checkpoints:
+            raise ConfigError(f"no checkpoint in {self.directory} could be restored; "
+                              "expected at least one readable checkpoint, or an empty model_dir.")
+        return 0
+
+    def save(self):
+        """Writes a checkpoint named after the current step; returns its path."""
+        path = self._manager.save(checkpoint_number=self._step)
+        if not self._is_chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return path
+
+
+def resolve_source_checkpoint(path):
+    """A finetune `--checkpoint`: a checkpoint prefix, or a model_dir (its latest)."""
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise ConfigError(f"--checkpoint={path} is a directory without checkpoints; "
+                              "expected a pretrain model_dir or a prefix such as "
+                              f"{os.path.join(path, 'ckpt-1000')}.")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ConfigError(f"--checkpoint={path} does not exist; expected a checkpoint "
+                          f"prefix (with {os.path.basename(path)}.index beside it) or a "
+                          "model_dir that holds checkpoints.")
+    return path
+
+
+def check_model_dir_writable(model_dir, needed_bytes):
+    """Fails early, with the reason, when model_dir cannot hold the run's output."""
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--model_dir={model_dir} is not writable ({e.strerror}); "
+                          "expected a directory this process can create files in.") from None
+    free = shutil.disk_usage(model_dir).free
+    if free < needed_bytes:
+        raise ConfigError(
+            f"--model_dir={model_dir} has {free / 2**20:.1f} MiB free; this run needs about "
+            f"{needed_bytes / 2**20:.1f} MiB for its checkpoints; expected more free space.")

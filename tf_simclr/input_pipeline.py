@@ -1,0 +1,207 @@
+"""Batches for training and evaluation, sharded per replica and resumable by step.
+
+Training stream. Per input pipeline, epoch e is the pipeline's shard of the train
+split in a shuffle whose seed is a function of (seed, e); epochs follow each
+other without end. Resuming at step t starts at epoch t*n // N and skips the
+rest of the t*n consumed examples (n = examples per step per pipeline, N = the
+shard's size), so a resumed run sees exactly the examples it would have seen.
+
+Augmentation. Example k of the stream (counted from the start of training) draws
+the parameters of view v from the stateless seed fold(fold(seed, k), v), so the
+views do not depend on the batch size per replica, the number of replicas or
+where a run resumed. Parameters are drawn per example; the pixel work then runs
+batched, on the host in tf.data (`augment_on=host`) or inside the train step
+(`augment_on=device`, see `DeviceAugmenter`). Images of different sizes are
+cropped to image_size per example before batching; images that all have one size
+are cropped in the batched op.
+
+Train elements, per replica: {"label": int32 [b], and either "views": tuple of
+float32 [b, S, S, 3] in [0, 1] (host) or "inputs"/"parameters": a tuple, per
+view, of images [b, H, W, 3] and their parameters (device)}. Pretraining has two
+views; fine-tuning one, with crop and flip only (official finetune policy).
+
+Eval elements, per replica: {"image": float32 [b, S, S, 3] (center crop),
+"label": int32 [b], "mask": float32 [b]}; the split is padded with mask 0 to
+exactly `num_steps` global batches.
+"""
+
+import tensorflow as tf
+
+from tf_simclr import augment
+from tf_simclr import config as config_lib
+from tf_simclr import datasets
+
+# Shuffle buffer in per-replica batches (official: 50 at <= 32 px, else 10).
+_SMALL_IMAGE_BUFFER_BATCHES = 50
+_LARGE_IMAGE_BUFFER_BATCHES = 10
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+def num_views(config):
+    return 2 if config.train.train_mode == "pretrain" else 1
+
+
+def train_augment(config, crop=True):
+    """The SimCLRAugment of a run: the full policy when pretraining, crop+flip else."""
+    pretrain = config.train.train_mode == "pretrain"
+    return augment.SimCLRAugment(
+        config.data.image_size,
+        color_jitter_strength=config.augment.color_jitter_strength if pretrain else 0.0,
+        use_blur=config.augment.use_blur and pretrain,
+        color_jitter_impl=config.augment.color_jitter_impl,
+        crop_sampler=config.augment.crop_sampler, crop=crop)
+
+
+def check_image_size(config, info):
+    """At <= 32 px there is no eval crop: images must already be image_size square."""
+    size = config.data.image_size
+    if size <= augment.SMALL_IMAGE_SIZE and info.image_shape is not None:
+        if tuple(info.image_shape[:2]) != (size, size):
+            raise config_lib.ConfigError(
+                f"--image_size={size} but {info.name} images are "
+                f"{info.image_shape[0]}x{info.image_shape[1]}; at image_size <= "
+                f"{augment.SMALL_IMAGE_SIZE} evaluation neither crops nor resizes (as the "
+                f"official code), so expected --image_size={info.image_shape[0]}.")
+
+
+def _examples_per_step_per_pipeline(config, input_context):
+    return input_context.get_per_replica_batch_size(config.train.train_batch_size) * (
+        input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+
+
+def _shard_size(source, base, input_context):
+    if input_context.num_input_pipelines == 1:
+        return source.info.num_train_examples
+    size = int(base.cardinality())
+    if size < 0:
+        size = int(base.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    return size
+
+
+def _example_seed(seed, index, view):
+    """int32 [2]: the stateless seed of `view` of stream example `index`."""
+    base = tf.constant([seed % 2**31, 0x5EED], tf.int32)
+    per_example = tf.random.experimental.stateless_fold_in(base, index)
+    return tf.random.experimental.stateless_fold_in(per_example, view)
+
+
+def _crop_one(image, box, size):
+    """Crops uint8 [H, W, 3] to box [4] and resizes bicubic: float32 [S, S, 3]."""
+    offset_y, offset_x, height, width = tf.unstack(box)
+    crop = image[offset_y:offset_y + height, offset_x:offset_x + width]
+    crop = tf.image.convert_image_dtype(crop, tf.float32)
+    return tf.image.resize(crop[None], [size, size], method="bicubic")[0]
+
+
+def _train_stream(source, config, input_context, start_step):
+    """Per-pipeline infinite stream of (stream index, example) from `start_step`."""
+    split = config.data.train_split
+    base = source.examples(split, input_context)
+    if config.data.cache_dataset:
+        base = base.cache()
+    shard = _shard_size(source, base, input_context)
+    if shard == 0:
+        raise datasets.DataError(f"--train_split={split!r} of {source.info.name} gives this "
+                                 "input pipeline no examples; expected a non-empty split.")
+    consumed = start_step * _examples_per_step_per_pipeline(config, input_context)
+    first_epoch, offset = divmod(consumed, shard)
+    per_replica = input_context.get_per_replica_batch_size(config.train.train_batch_size)
+    small = config.data.image_size <= augment.SMALL_IMAGE_SIZE
+    buffer = per_replica * (_SMALL_IMAGE_BUFFER_BATCHES if small else _LARGE_IMAGE_BUFFER_BATCHES)
+    seed = config.train.seed + 7919 * input_context.input_pipeline_id
+
+    def epoch(e):
+        return base.shuffle(buffer, seed=seed * _EPOCH_SEED_STRIDE + e,
+                            reshuffle_each_iteration=False)
+
+    stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(offset)
+    return stream.enumerate(start=consumed), seed
+
+
+def _train_dataset(source, config, input_context, start_step, on_device):
+    sampler = train_augment(config)
+    fixed_size = source.info.image_shape is not None
+    stream, seed = _train_stream(source, config, input_context, start_step)
+    views = num_views(config)
+    size = config.data.image_size
+
+    def draw(index, example):
+        image = example["image"]
+        shape = tf.concat([[1], tf.shape(image)], 0)
+        inputs, parameters = [], []
+        for view in range(views):
+            drawn = sampler.sample_parameters(shape, _example_seed(seed, index, view))
+            drawn = tf.nest.map_structure(lambda t: t[0], drawn)
+            if fixed_size:
+                inputs.append(image)
+            else:
+                inputs.append(_crop_one(image, drawn.pop("crop")["boxes"], size))
+            parameters.append(drawn)
+        return {"inputs": tuple(inputs), "parameters": tuple(parameters),
+                "label": example["label"]}
+
+    per_replica = input_context.get_per_replica_batch_size(config.train.train_batch_size)
+    dataset = stream.map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(per_replica, drop_remainder=True)
+    if not on_device:
+        augmenter = DeviceAugmenter(config, fixed_size)
+        dataset = dataset.map(
+            lambda batch: {"views": augmenter(batch), "label": batch["label"]},
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class DeviceAugmenter:
+    """Applies a batch's drawn parameters: batch -> tuple of float32 [b, S, S, 3].
+
+    Works in tf.data (host augmentation) and inside `strategy.run` (device).
+    `fixed_size`: the inputs are the uncropped images (crop in the batched op);
+    otherwise they were cropped per example already.
+    """
+
+    def __init__(self, config, fixed_size):
+        self._augment = train_augment(config, crop=fixed_size)
+
+    def __call__(self, batch):
+        return tuple(self._augment.apply_parameters(images, parameters)
+                     for images, parameters in zip(batch["inputs"], batch["parameters"]))
+
+
+def device_augmenter(config, info):
+    """The step-side augmenter for augment_on=device, else None."""
+    if config.augment.augment_on != "device":
+        return None
+    return DeviceAugmenter(config, info.image_shape is not None)
+
+
+def distributed_train_dataset(strategy, source, config, start_step):
+    """The train stream of `config`, distributed over `strategy`, from `start_step`."""
+    on_device = config.augment.augment_on == "device"
+    return strategy.distribute_datasets_from_function(
+        lambda context: _train_dataset(source, config, context, start_step, on_device))
+
+
+def _eval_dataset(source, config, input_context, num_steps):
+    per_replica = input_context.get_per_replica_batch_size(config.train.eval_batch_size)
+    replicas_here = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+    total = num_steps * per_replica * replicas_here
+    size = config.data.image_size
+    center_crop = augment.CenterCropResize(size)
+
+    def prepare(example):
+        return {"image": center_crop(example["image"]), "label": example["label"],
+                "mask": tf.constant(1.0)}
+
+    padding = tf.data.Dataset.from_tensors({
+        "image": tf.zeros([size, size, 3]), "label": tf.constant(0, tf.int32),
+        "mask": tf.constant(0.0)}).repeat()
+    dataset = source.examples(config.data.eval_split, input_context)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.concatenate(padding).take(total)
+    return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def distributed_eval_dataset(strategy, source, config, num_steps):
+    """The eval split padded to `num_steps` global batches, distributed over `strategy`."""
+    return strategy.distribute_datasets_from_function(
+        lambda context: _eval_dataset(source, config, context, num_steps))
