@@ -63,9 +63,10 @@ TRAINING_ENDPOINT = "call_training"
 CONFIG_ASSET = "config.json"
 INIT_MODES = ("checkpoint", "random")
 # Dtypes callers plausibly pass by mistake (decoded uint8 images, numpy float64,
-# mixed-precision halves, integer tensors). Each gets traced entry points that fail
-# with a clear message instead of a "no matching concrete function" listing.
-REJECTED_DTYPES = (tf.uint8, tf.int32, tf.int64, tf.float16, tf.bfloat16, tf.float64)
+# float16 halves, integer tensors). Each gets traced entry points that fail with a
+# clear message; other dtypes get TensorFlow's "could not find matching concrete
+# function" error, which lists the float32 signatures.
+REJECTED_DTYPES = (tf.uint8, tf.int32, tf.float16, tf.float64)
 EXPECTED_INPUT = ("expected images as float32 [batch, height, width, 3] with values in "
                   "[0, 1]")
 _IMAGES_SPEC = tf.TensorSpec(None, tf.float32, name="images")

@@ -1,0 +1,593 @@
+"""hub_export: modules load and fine-tune in processes other than the exporter.
+
+The exporter runs in this process (through the CLI's main or export_saved_model);
+every load runs in a child Python process: a Keras 3 one (tf.saved_model.load and
+keras.layers.TFSMLayer) and a tf_keras one (hub.KerasLayer with
+TF_USE_LEGACY_KERAS=1). Each child compares with reference outputs that this
+process computes with the Keras model, and reports as JSON.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hub_export import __main__ as cli
+from hub_export import exporter
+from hub_export import variants
+from testutil import cpu_devices
+from tf_simclr import config as config_lib
+from tf_simclr import model as model_lib
+
+NUM_CLASSES = 5
+BATCH_SIZES = (2, 5)
+IMAGE_SIZES = (32, 48)
+ENDPOINTS = ("initial_conv", "initial_max_pool", "block_group1", "block_group2",
+             "block_group3", "block_group4", "final_avg_pool", "proj_head_input")
+TOLERANCE = 2e-5  # float32; outputs are O(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(model_dir, **changes):
+    return config_lib.Config().replace(
+        resnet_depth=18, width_multiplier=0.125, image_size=32, model_dir=str(model_dir),
+        **changes)
+
+
+def _images(batch, size, seed):
+    return np.random.default_rng(seed).random((batch, size, size, 3), dtype=np.float32)
+
+
+def _save_checkpoint(model, model_dir):
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, optimizer=keras.optimizers.SGD()), str(model_dir), 3)
+    return manager.save()
+
+
+def _make_run(model_dir, num_classes, strategy=None, **changes):
+    """A model_dir as training leaves it: config.json and a checkpoint whose BatchNorm
+    moving statistics have moved (one forward pass with training=True)."""
+    cfg = _tiny_config(model_dir, **changes)
+    config_lib.save(cfg, str(model_dir))
+    def scope():
+        return strategy.scope() if strategy else contextlib.nullcontext()
+
+    with scope():
+        model = model_lib.build_model(cfg, num_classes)
+    images = tf.constant(_images(8, 32, seed=0))
+    if strategy:
+        strategy.run(tf.function(lambda: model(images, training=True)))
+    else:
+        model(images, training=True)
+    with scope():
+        _save_checkpoint(model, model_dir)
+    return cfg, model
+
+
+def _reference(model, path):
+    """Keras outputs (training=False) for every batch size and image size -> npz."""
+    arrays = {}
+    for batch in BATCH_SIZES:
+        for size in IMAGE_SIZES:
+            x = _images(batch, size, seed=batch * 100 + size)
+            arrays[f"x_{batch}_{size}"] = x
+            for name, value in model(x, training=False).items():
+                arrays[f"{name}_{batch}_{size}"] = np.asarray(value, np.float32)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _run_child(tmp_path, name, source, args, env_extra=None, timeout=600):
+    script = tmp_path / f"{name}.py"
+    script.write_text(textwrap.dedent(source))
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT,
+                "CUDA_VISIBLE_DEVICES": ""})
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, str(script), str(out)] + [str(a) for a in args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    result = json.loads(out.read_text())
+    result["_stderr"] = proc.stderr
+    return result
+
+
+# Children ---------------------------------------------------------------------------
+
+KERAS3_CHILD = r'''
+import json, os, sys
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np
+import tensorflow as tf
+import keras
+
+out_path, modules = sys.argv[1], json.loads(sys.argv[2])
+TOL = float(sys.argv[3])
+result = {}
+
+def maxdiff(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+
+def error_of(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa
+        return [type(e).__name__, str(e)]
+    return None
+
+for name, (path, ref_path) in modules.items():
+    ref = np.load(ref_path)
+    keys = sorted({k.rsplit("_", 2)[0] for k in ref.files if not k.startswith("x_")})
+    r = result[name] = {"keys": keys, "diffs": {}, "shapes": {}}
+    m = tf.saved_model.load(path)
+    r["attrs"] = {a: hasattr(m, a) for a in ("variables", "trainable_variables",
+                  "regularization_losses", "endpoints", "call_training", "classifier")}
+    r["signatures"] = sorted(m.signatures)
+    r["n_variables"] = len(m.variables)
+    r["n_trainable"] = len(m.trainable_variables)
+    r["reg_losses"] = [float(f()) for f in m.regularization_losses]
+    r["feature_dim"] = int(m.feature_dim.numpy())
+    r["num_classes"] = int(m.num_classes.numpy())
+    r["config_json"] = json.loads(m.config_json.numpy().decode())
+    r["asset_config"] = json.loads(open(os.path.join(path, "assets", "config.json")).read())
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default",
+                                   call_training_endpoint="call_training")
+    for xk in [k for k in ref.files if k.startswith("x_")]:
+        suffix = xk[2:]
+        x = ref[xk]
+        d = r["diffs"][suffix] = {}
+        d["call"] = maxdiff(m(tf.constant(x), training=False), ref["final_avg_pool_" + suffix])
+        r["shapes"][suffix] = list(m(tf.constant(x)).shape)
+        eps = m.endpoints(tf.constant(x), training=False)
+        sig = m.signatures["serving_default"](images=tf.constant(x))
+        tfsm = layer(x, training=False)
+        d["endpoint_keys"] = sorted(eps) == keys and sorted(sig) == keys and sorted(tfsm) == keys
+        for k in keys:
+            want = ref[f"{k}_{suffix}"]
+            d["endpoints/" + k] = maxdiff(eps[k], want)
+            d["signature/" + k] = maxdiff(sig[k], want)
+            d["tfsm/" + k] = maxdiff(tfsm[k], want)
+        if "logits_sup" in keys:
+            d["classifier"] = maxdiff(m.classifier(tf.constant(x), training=False),
+                                      ref["logits_sup_" + suffix])
+    # BatchNorm statistics move only in training, through TFSMLayer and __call__.
+    x = ref[[k for k in ref.files if k.startswith("x_")][0]]
+    moving = [v for v in layer.non_trainable_weights if "moving_mean" in v.path]
+    r["tfsm_trainable_weights"] = len(layer.trainable_weights)
+    r["tfsm_moving"] = len(moving)
+    before = [v.numpy().copy() for v in moving]
+    layer(x, training=False)
+    r["tfsm_bn_changed_inference"] = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    layer(x, training=True)
+    r["tfsm_bn_changed_training"] = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    # Wrong inputs: clear errors from every entry point.
+    x4 = x[:2]
+    bad = {"uint8": (x4 * 255).astype(np.uint8), "float64": x4.astype(np.float64),
+           "rank3": x4[0], "channels1": x4[..., :1],
+           "channels4": np.concatenate([x4, x4[..., :1]], axis=-1)}
+    r["errors"] = {}
+    for bname, b in bad.items():
+        r["errors"][bname] = {
+            "call": error_of(lambda: m(tf.constant(b), training=False)),
+            "call_training": error_of(lambda: m(tf.constant(b), training=True)),
+            "endpoints": error_of(lambda: m.endpoints(tf.constant(b), training=False)),
+            "signature": error_of(lambda: m.signatures["serving_default"](images=tf.constant(b))),
+            "tfsm": error_of(lambda: layer(b)),
+        }
+json.dump(result, open(out_path, "w"))
+'''
+
+TF_KERAS_CHILD = r'''
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+import tf_keras
+import tensorflow_hub as hub
+
+out_path, modules = sys.argv[1], json.loads(sys.argv[2])
+TOL = float(sys.argv[3])
+result = {"keras_version": tf_keras.__version__}
+tf_keras.utils.set_random_seed(0)
+
+def fine_tune_step(hub_layer, x, head_units=3, fit=False):
+    """One SGD step of a tf_keras model built around hub_layer; returns a report."""
+    size = x.shape[1]
+    inputs = tf_keras.Input((size, size, 3))
+    features = hub_layer(inputs)
+    logits = tf_keras.layers.Dense(head_units)(features)
+    model = tf_keras.Model(inputs, logits)
+    report = {"hub_trainable": len(hub_layer.trainable_weights),
+              "hub_non_trainable": len(hub_layer.non_trainable_weights),
+              "model_losses": len(model.losses),
+              "output_shape": list(features.shape)}
+    moving = [w for w in hub_layer.weights if "moving_mean" in w.name]
+    before_moving = [w.numpy().copy() for w in moving]
+    before = [w.numpy().copy() for w in hub_layer.trainable_weights]
+    model(x, training=False)
+    report["bn_changed_inference"] = sum(
+        not np.array_equal(b, w.numpy()) for b, w in zip(before_moving, moving))
+    labels = np.arange(len(x)) % head_units
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(
+            labels, out, from_logits=True)) + tf.add_n(model.losses)
+    grads = tape.gradient(loss, model.trainable_weights)
+    hub_ids = {id(w) for w in hub_layer.trainable_weights}
+    report["none_grads"] = sum(g is None for g in grads)
+    report["hub_grads"] = sum(1 for w, g in zip(model.trainable_weights, grads)
+                              if id(w) in hub_ids and g is not None)
+    report["hub_grad_norm"] = float(tf.linalg.global_norm(
+        [g for w, g in zip(model.trainable_weights, grads) if id(w) in hub_ids]))
+    tf_keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_weights))
+    report["hub_unchanged"] = [w.name for b, w in zip(before, hub_layer.trainable_weights)
+                               if np.array_equal(b, w.numpy())]
+    report["bn_changed_training"] = sum(
+        not np.array_equal(b, w.numpy()) for b, w in zip(before_moving, moving))
+    report["loss"] = float(loss)
+    if not fit:
+        return report
+    # And Keras' own loop.
+    model.compile(tf_keras.optimizers.SGD(0.01),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, labels, epochs=1, batch_size=len(x), verbose=0)
+    report["fit_loss"] = float(history.history["loss"][0])
+    return report
+
+for name, (path, ref_path, has_logits) in modules.items():
+    ref = np.load(ref_path)
+    x = ref["x_5_32"]
+    r = result[name] = {}
+    r["features"] = fine_tune_step(hub.KerasLayer(path, trainable=True), x,
+                                   fit=name == "pretrain")
+    frozen = hub.KerasLayer(path, trainable=False)
+    r["frozen_features_diff"] = float(np.max(np.abs(frozen(x).numpy() - ref["final_avg_pool_5_32"])))
+    r["frozen_trainable"] = len(frozen.trainable_weights)
+    if has_logits:
+        sig = hub.KerasLayer(path, signature="serving_default", output_key="logits_sup")
+        r["signature_logits_diff"] = float(np.max(np.abs(sig(x).numpy() - ref["logits_sup_5_32"])))
+        classifier = hub.KerasLayer(hub.load(path).classifier, trainable=True)
+        r["classifier_diff"] = float(np.max(np.abs(
+            classifier(x, training=False).numpy() - ref["logits_sup_5_32"])))
+        if name == "finetune":
+            r["classifier"] = fine_tune_step(classifier, x)
+
+# TF-Hub's compressed format, served over HTTP as tfhub.dev / Kaggle do.
+tar = os.environ.get("HUB_TARBALL")
+if tar:
+    import functools, http.server, threading
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=os.path.dirname(tar))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{os.path.basename(tar)}"
+    ref = np.load(os.environ["HUB_TARBALL_REF"])
+    layer = hub.KerasLayer(url)
+    result["tarball_http_diff"] = float(np.max(np.abs(layer(ref["x_2_32"]).numpy()
+                                                      - ref["final_avg_pool_2_32"])))
+    server.shutdown()
+    from hub_export import tarball
+    tarball.register_local_resolver()
+    layer = hub.KerasLayer(tar, trainable=True)
+    result["tarball_local_diff"] = float(np.max(np.abs(layer(ref["x_2_32"]).numpy()
+                                                       - ref["final_avg_pool_2_32"])))
+json.dump(result, open(out_path, "w"))
+'''
+
+
+# Fixtures ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Three trained-looking runs (pretrain, finetune, pretrain under a 2-replica
+    MirroredStrategy), each exported through the CLI, plus the mirrored model
+    exported directly as the training job does; reference outputs for each."""
+    root = tmp_path_factory.mktemp("hub_export")
+    runs = {}
+    _, _ = _make_run(root / "pretrain", 0)
+    _, _ = _make_run(root / "finetune", NUM_CLASSES, train_mode="finetune",
+                     finetune_from_scratch=True)
+    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
+    mirrored_cfg, mirrored_model = _make_run(root / "mirrored", NUM_CLASSES, strategy=strategy)
+    for name in ("pretrain", "finetune", "mirrored"):
+        export_dir = root / "out" / name
+        argv = ["hub_export", f"--model_dir={root / name}", f"--export_dir={export_dir}"]
+        if name == "pretrain":
+            argv.append("--tar_gz")
+        assert cli.main(argv) == 0
+        model, _, _ = exporter.model_from_checkpoint(str(root / name))
+        runs[name] = (str(export_dir), _reference(model, root / f"ref_{name}.npz"))
+    # The job's route: export_saved_model on the live distributed model.
+    job_dir = exporter.export_saved_model(mirrored_model, mirrored_cfg,
+                                          str(root / "out" / "mirrored_live"))
+    runs["mirrored_live"] = (job_dir, _reference(mirrored_model, root / "ref_mirrored_live.npz"))
+    return root, runs
+
+
+@pytest.fixture(scope="module")
+def keras3_report(exports, tmp_path_factory):
+    _, runs = exports
+    return _run_child(tmp_path_factory.mktemp("keras3"), "keras3_child", KERAS3_CHILD,
+                      [json.dumps(runs), TOLERANCE])
+
+
+@pytest.fixture(scope="module")
+def tf_keras_report(exports, tmp_path_factory):
+    root, runs = exports
+    modules = {name: (path, ref, name != "pretrain") for name, (path, ref) in runs.items()
+               if name in ("pretrain", "finetune", "mirrored")}
+    tar = os.path.join(root, "out", "pretrain.tar.gz")
+    return _run_child(tmp_path_factory.mktemp("tf_keras"), "tf_keras_child", TF_KERAS_CHILD,
+                      [json.dumps(modules), TOLERANCE],
+                      env_extra={"HUB_TARBALL": tar, "HUB_TARBALL_REF": runs["pretrain"][1],
+                                 "TFHUB_CACHE_DIR": str(root / "hub_cache"),
+                                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1",
+                                 "http_proxy": "", "HTTP_PROXY": ""})
+
+
+# Keras 3 / tf.saved_model.load ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "mirrored", "mirrored_live"])
+def test_outputs_equal_keras_model_at_two_batch_and_image_sizes(keras3_report, name):
+    r = keras3_report[name]
+    assert len(r["diffs"]) == len(BATCH_SIZES) * len(IMAGE_SIZES)
+    for suffix, diffs in r["diffs"].items():
+        assert diffs.pop("endpoint_keys"), (suffix, r["keys"])
+        worst = max(diffs, key=diffs.get)
+        assert diffs[worst] < TOLERANCE, (name, suffix, worst, diffs[worst])
+    assert set(ENDPOINTS) <= set(r["keys"])
+    assert ("logits_sup" in r["keys"]) == (name != "pretrain")
+    assert ("proj_head_output" in r["keys"]) == (name != "finetune")
+    # [batch, 512 * width] for ResNet-18 (2048 * width for 50+, see the dims tests).
+    assert r["shapes"]["5_48"] == [5, 64]
+    assert r["feature_dim"] == 64
+
+
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "mirrored_live"])
+def test_module_follows_the_reusable_savedmodel_api(keras3_report, name):
+    r = keras3_report[name]
+    assert r["attrs"] == {"variables": True, "trainable_variables": True,
+                          "regularization_losses": True, "endpoints": True,
+                          "call_training": True, "classifier": name != "pretrain"}
+    assert r["signatures"] == ["serving_default"]
+    assert 0 < r["n_trainable"] < r["n_variables"]  # moving statistics are not trainable
+    assert len(r["reg_losses"]) == 1 and r["reg_losses"][0] > 0
+    assert r["num_classes"] == (0 if name == "pretrain" else NUM_CLASSES)
+    assert r["config_json"] == r["asset_config"]
+    assert r["config_json"]["model"]["resnet_depth"] == 18
+    assert r["config_json"]["train"]["train_mode"] == (
+        "finetune" if name == "finetune" else "pretrain")
+
+
+def test_tfsm_layer_updates_batch_norm_only_in_training(keras3_report):
+    r = keras3_report["pretrain"]
+    assert r["tfsm_trainable_weights"] > 0 and r["tfsm_moving"] > 0
+    assert r["tfsm_bn_changed_inference"] == 0
+    assert r["tfsm_bn_changed_training"] == r["tfsm_moving"]
+
+
+@pytest.mark.parametrize("bad", ["uint8", "float64", "rank3", "channels1", "channels4"])
+def test_wrong_inputs_fail_with_a_clear_error(keras3_report, bad):
+    errors = keras3_report["pretrain"]["errors"][bad]
+    for entry in ("call", "call_training", "endpoints"):
+        kind, message = errors[entry]
+        assert kind == "InvalidArgumentError", (entry, kind, message)
+        assert "expected images as float32 [batch, height, width, 3]" in message, message
+        if bad in ("uint8", "float64"):
+            assert f"received dtype {bad}" in message, message
+        else:
+            assert "received float32 with shape" in message, message
+    # The signature (and TFSMLayer, which calls it) is float32-only by definition:
+    # TensorFlow rejects other dtypes before the graph runs; shapes hit our check.
+    # Keras 3 casts floating inputs to a layer's dtype, so TFSMLayer takes float64.
+    for entry in ("signature", "tfsm"):
+        if entry == "tfsm" and bad == "float64":
+            assert errors[entry] is None
+            continue
+        assert errors[entry] is not None, entry
+        kind, message = errors[entry]
+        assert kind == "InvalidArgumentError", (entry, kind, message)
+        if bad in ("uint8", "float64"):
+            assert "float" in message, message
+        else:
+            assert "expected images as float32 [batch, height, width, 3]" in message, message
+
+
+def test_loading_warns_of_no_custom_gradients(keras3_report, tf_keras_report):
+    for report in (keras3_report, tf_keras_report):
+        assert "custom gradient" not in report["_stderr"], report["_stderr"][-2000:]
+
+
+# hub.KerasLayer (tf_keras) ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "mirrored"])
+def test_hub_keras_layer_fine_tunes_the_encoder(tf_keras_report, name):
+    r = tf_keras_report[name]["features"]
+    assert r["output_shape"] == [None, 64]
+    assert r["hub_trainable"] > 0 and r["hub_non_trainable"] > 0
+    assert r["model_losses"] == 1  # the module's weight decay
+    assert r["none_grads"] == 0
+    assert r["hub_grads"] == r["hub_trainable"] and r["hub_grad_norm"] > 0
+    # Every weight moves except the first BatchNorm of each residual branch: the
+    # branch's last BN starts with gamma = 0, so the BN before it gets no gradient
+    # in the first step (its conv kernels still move through the weight decay).
+    unchanged = r["hub_unchanged"]
+    assert all("/bn1/" in n and n.endswith(("gamma:0", "beta:0")) for n in unchanged), unchanged
+    assert len(unchanged) <= r["hub_trainable"] // 3
+    assert r["bn_changed_inference"] == 0
+    assert r["bn_changed_training"] > 0
+    assert np.isfinite(r["loss"])
+    if name == "pretrain":
+        assert np.isfinite(r["fit_loss"])
+    frozen = tf_keras_report[name]
+    assert frozen["frozen_trainable"] == 0 and frozen["frozen_features_diff"] < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["finetune", "mirrored"])
+def test_hub_keras_layer_gives_logits(tf_keras_report, name):
+    r = tf_keras_report[name]
+    assert r["signature_logits_diff"] < TOLERANCE
+    assert r["classifier_diff"] < TOLERANCE
+    if name != "finetune":
+        return
+    step = r["classifier"]
+    assert step["output_shape"] == [None, NUM_CLASSES]
+    assert step["none_grads"] == 0 and step["hub_grad_norm"] > 0
+    assert step["bn_changed_inference"] == 0 and step["bn_changed_training"] > 0
+
+
+def test_tar_gz_loads_through_hub(tf_keras_report, exports):
+    root, _ = exports
+    assert os.path.isfile(os.path.join(root, "out", "pretrain.tar.gz"))
+    assert tf_keras_report["tarball_http_diff"] < TOLERANCE
+    assert tf_keras_report["tarball_local_diff"] < TOLERANCE
+
+
+# Feature dimensions of the named architectures --------------------------------------
+
+def _export_variants_and_dims(tmp_path, names, image_size=64):
+    out = tmp_path / "variants"
+    assert cli.main(["hub_export", f"--variants={','.join(names)}", "--init=random",
+                     f"--image_size={image_size}", f"--export_dir={out}"]) == 0
+    source = """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    out, root, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    x = tf.constant(np.random.rand(2, 64, 64, 3).astype("float32"))
+    dims = {n: list(tf.saved_model.load(f"{root}/{n}")(x).shape) for n in names}
+    json.dump(dims, open(out, "w"))
+    """
+    dims = _run_child(tmp_path, "dims_child", source, [out, ",".join(names)])
+    dims.pop("_stderr")
+    return dims
+
+
+def test_r50_1x_feature_vector_is_2048(tmp_path):
+    dims = _export_variants_and_dims(tmp_path, ["r50_1x"])
+    assert dims == {"r50_1x": [2, 2048]}
+    # 2048 * width: r50_2x and r50_4x are exported in test_r50_2x_4x_feature_dims
+    # (slow: 94M and 375M parameters).
+    assert [variants.parse(n).feature_dim for n in ("r50_1x", "r50_2x", "r50_4x")] == [
+        2048, 4096, 8192]
+    assert [variants.parse(n).feature_dim for n in ("r50_1x", "r50_2x", "r50_4x")] == [
+        2048, 4096, 8192]
+
+
+@pytest.mark.slow
+def test_r50_2x_4x_feature_dims(tmp_path):
+    dims = _export_variants_and_dims(tmp_path, ["r50_2x", "r50_4x", "r50_0.25x_sk"])
+    assert dims == {"r50_2x": [2, 4096], "r50_4x": [2, 8192], "r50_0.25x_sk": [2, 512]}
+
+
+# Variant names ----------------------------------------------------------------------
+
+def test_variant_names():
+    v = variants.parse("r101_1x_sk")
+    assert (v.resnet_depth, v.width_multiplier, v.sk_ratio) == (101, 1.0, 0.0625)
+    assert variants.parse("r50_2x_sk0").sk_ratio == 0.0
+    assert variants.parse("r18_0.5x").width_multiplier == 0.5
+    assert variants.parse("R50_4X").feature_dim == 8192
+    cfg = variants.parse("r152_3x_sk1").config(image_size=64)
+    assert (cfg.model.resnet_depth, cfg.model.width_multiplier, cfg.data.image_size) == (
+        152, 3.0, 64)
+    for bad in ("r51_1x", "resnet50", "r50_x", "r50_1x_sk2", "r50_0x", ""):
+        with pytest.raises(variants.VariantError, match="expected r{depth}_{width}x"):
+            variants.parse(bad)
+    with pytest.raises(variants.VariantError, match="twice"):
+        variants.parse_list("r50_1x,r50_1x")
+
+
+# Bad arguments: exit status 2, one line naming the value, nothing written ------------
+
+def _cli_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["hub_export"] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _leftovers(directory):
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys, exports):
+    root, _ = exports
+    out = tmp_path / "out"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    config_lib.save(_tiny_config(empty), str(empty))
+    message = _cli_error(capsys, [f"--model_dir={empty}", f"--export_dir={out}"])
+    assert "no checkpoint in" in message and str(empty) in message
+    message = _cli_error(capsys, [f"--model_dir={root / 'pretrain'}",
+                                  f"--checkpoint={root / 'pretrain' / 'ckpt-99'}",
+                                  f"--export_dir={out}"])
+    assert "ckpt-99" in message
+    message = _cli_error(capsys, ["--variant=r50_3y", "--init=random", f"--export_dir={out}"])
+    assert "r50_3y" in message and "r50_1x" in message
+    message = _cli_error(capsys, ["--variant=r50_1x", f"--export_dir={out}"])
+    assert "--init=random" in message
+    message = _cli_error(capsys, [f"--model_dir={tmp_path / 'missing'}", f"--export_dir={out}"])
+    assert "missing" in message
+    message = _cli_error(capsys, [f"--model_dir={root / 'pretrain'}"])
+    assert "--export_dir" in message
+    message = _cli_error(capsys, ["--variant=r18_0.125x", "--init=random", "--image_size=8",
+                                  f"--export_dir={out}"])
+    assert "image_size" in message and "8" in message
+    message = _cli_error(capsys, ["--bogus_flag=1"])
+    assert "bogus_flag" in message
+    existing = root / "out" / "pretrain"
+    mtime = os.path.getmtime(existing / "saved_model.pb")
+    message = _cli_error(capsys, [f"--model_dir={root / 'pretrain'}", f"--export_dir={existing}"])
+    assert "already exists" in message and str(existing) in message
+    assert os.path.getmtime(existing / "saved_model.pb") == mtime
+    assert _leftovers(tmp_path) == ["empty_run"]
+
+
+def test_failed_export_leaves_nothing_and_overwrite_replaces(tmp_path, exports, monkeypatch):
+    root, runs = exports
+    model, cfg, _ = exporter.model_from_checkpoint(str(root / "pretrain"))
+
+    def broken_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    # Fails while writing: nothing is left at export_dir or beside it.
+    monkeypatch.setattr(tf.saved_model, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        exporter.export_saved_model(model, cfg, str(tmp_path / "module"), tar_gz=True)
+    assert _leftovers(tmp_path) == []
+    # An existing module survives a failed --overwrite ...
+    shutil.copytree(runs["pretrain"][0], tmp_path / "module")
+    (tmp_path / "module" / "marker").write_text("old")
+    with pytest.raises(RuntimeError):
+        exporter.export_saved_model(model, cfg, str(tmp_path / "module"), overwrite=True)
+    assert (tmp_path / "module" / "marker").exists()
+    assert _leftovers(tmp_path) == ["module"]
+    monkeypatch.undo()
+    # ... is kept without it, and replaced by a complete one with it.
+    with pytest.raises(exporter.ExportError, match="already exists"):
+        exporter.export_saved_model(model, cfg, str(tmp_path / "module"))
+    exporter.export_saved_model(model, cfg, str(tmp_path / "module"), overwrite=True)
+    assert not (tmp_path / "module" / "marker").exists()
+    assert os.path.isfile(tmp_path / "module" / "saved_model.pb")
+    assert _leftovers(tmp_path) == ["module"]
+
+
+def test_num_classes_comes_from_the_checkpoint(exports):
+    root, _ = exports
+    assert exporter.num_classes_in_checkpoint(
+        tf.train.latest_checkpoint(str(root / "pretrain"))) == 0
+    assert exporter.num_classes_in_checkpoint(
+        tf.train.latest_checkpoint(str(root / "finetune"))) == NUM_CLASSES
