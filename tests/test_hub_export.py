@@ -85,7 +85,8 @@ def _reference(model, path):
     return str(path)
 
 
-def _run_child(tmp_path, name, source, args, env_extra=None, timeout=600):
+def _start_child(tmp_path, name, source, args, env_extra=None):
+    """Starts `source` as a script in a fresh Python; returns a handle for _finish."""
     script = tmp_path / f"{name}.py"
     script.write_text(textwrap.dedent(source))
     out = tmp_path / f"{name}.json"
@@ -94,12 +95,26 @@ def _run_child(tmp_path, name, source, args, env_extra=None, timeout=600):
     env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT,
                 "CUDA_VISIBLE_DEVICES": ""})
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, str(script), str(out)] + [str(a) for a in args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)] + [str(a) for a in args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return name, proc, out
+
+
+def _finish(child, timeout=900):
+    name, proc, out = child
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, f"{name} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
     result = json.loads(out.read_text())
-    result["_stderr"] = proc.stderr
+    result["_stderr"] = stderr
     return result
+
+
+def _run_child(tmp_path, name, source, args, env_extra=None):
+    return _finish(_start_child(tmp_path, name, source, args, env_extra))
 
 
 # Children ---------------------------------------------------------------------------
@@ -316,24 +331,37 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keras3_report(exports, tmp_path_factory):
-    _, runs = exports
-    return _run_child(tmp_path_factory.mktemp("keras3"), "keras3_child", KERAS3_CHILD,
-                      [json.dumps(runs), TOLERANCE])
-
-
-@pytest.fixture(scope="module")
-def tf_keras_report(exports, tmp_path_factory):
+def children(exports, tmp_path_factory):
+    """The Keras 3 and the tf_keras consumer, run at the same time."""
     root, runs = exports
+    tmp = tmp_path_factory.mktemp("children")
+    keras3 = _start_child(tmp, "keras3_child", KERAS3_CHILD, [json.dumps(runs), TOLERANCE])
     modules = {name: (path, ref, name != "pretrain") for name, (path, ref) in runs.items()
                if name in ("pretrain", "finetune", "mirrored")}
     tar = os.path.join(root, "out", "pretrain.tar.gz")
-    return _run_child(tmp_path_factory.mktemp("tf_keras"), "tf_keras_child", TF_KERAS_CHILD,
-                      [json.dumps(modules), TOLERANCE],
-                      env_extra={"HUB_TARBALL": tar, "HUB_TARBALL_REF": runs["pretrain"][1],
-                                 "TFHUB_CACHE_DIR": str(root / "hub_cache"),
-                                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1",
-                                 "http_proxy": "", "HTTP_PROXY": ""})
+    tf_keras = _start_child(
+        tmp, "tf_keras_child", TF_KERAS_CHILD, [json.dumps(modules), TOLERANCE],
+        env_extra={"HUB_TARBALL": tar, "HUB_TARBALL_REF": runs["pretrain"][1],
+                   "TFHUB_CACHE_DIR": str(root / "hub_cache"),
+                   "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                   "http_proxy": "", "HTTP_PROXY": ""})
+    try:
+        keras3_result = _finish(keras3)
+    except BaseException:
+        tf_keras[1].kill()
+        tf_keras[1].communicate()
+        raise
+    return {"keras3": keras3_result, "tf_keras": _finish(tf_keras)}
+
+
+@pytest.fixture(scope="module")
+def keras3_report(children):
+    return children["keras3"]
+
+
+@pytest.fixture(scope="module")
+def tf_keras_report(children):
+    return children["tf_keras"]
 
 
 # Keras 3 / tf.saved_model.load ------------------------------------------------------
