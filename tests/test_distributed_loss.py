@@ -14,27 +14,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import cpu_devices
+from testutil import mirrored
 
 from tf_simclr import config as config_lib
 from tf_simclr import distribute, losses, optimizers
 
 TEMPERATURE = 0.2
-
-
-def mirrored(num_replicas):
-    """MirroredStrategy over num_replicas logical CPUs, with fresh collective keys.
-
-    Every strategy numbers its collective groups from _collective_key_base + 1, and
-    a process cannot reuse a group key with another group size ("joining a group
-    with size4, but that group has size 2"). TF's own tests move the base for
-    each strategy (strategy_combinations.py); we also move it after creation so
-    that strategies created later elsewhere do not reuse ours.
-    """
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    strategy = tf.distribute.MirroredStrategy(cpu_devices(num_replicas))
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    return strategy
 
 
 def shard(strategy, *global_arrays):

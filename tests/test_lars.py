@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import cpu_devices
+from testutil import mirrored
 
 from tf_simclr.lars import LARS
 from tf_simclr.schedules import WarmUpAndCosineDecay
@@ -154,9 +154,7 @@ def test_zero_weight_or_zero_gradient_gives_unit_trust():
 
 
 def test_exclusions_under_mirrored_strategy():
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000  # see test_distributed_loss
-    strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    strategy = mirrored(2)
     with strategy.scope():
         model = make_model()
         variables = model.trainable_variables

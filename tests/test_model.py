@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import cpu_devices
+from testutil import mirrored
 
 from tf_simclr import model as model_lib
 from tf_simclr.config import Config
@@ -141,19 +141,6 @@ def _batch_norms(layer):
             if isinstance(l, keras.layers.BatchNormalization)]
 
 
-def _mirrored(num_replicas):
-    """MirroredStrategy with collective keys no other strategy of the process uses.
-
-    Every strategy numbers its collective groups from _collective_key_base + 1, and
-    a second strategy in the process reusing them fails or hangs its collectives
-    (same workaround as tests/test_distributed_loss.py and TF's own tests).
-    """
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    strategy = tf.distribute.MirroredStrategy(cpu_devices(num_replicas))
-    tf.distribute.MirroredStrategy._collective_key_base += 100_000
-    return strategy
-
-
 def _local(strategy, value):
     return np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)])
 
@@ -163,7 +150,7 @@ def test_synchronized_batch_norm_on_two_replicas_equals_one_device():
     # (the control test below shows it does).
     images = tf.concat([_images(4, seed=1), 3.0 * _images(4, seed=2) + 1.0], axis=0)
     reference = _model(global_bn=True)
-    strategy = _mirrored(2)
+    strategy = mirrored(2)
     with strategy.scope():
         replicated = _model(global_bn=True)
     replicated.set_weights(reference.get_weights())
@@ -192,7 +179,7 @@ def test_batch_norm_statistics_on_two_replicas(synchronized):
     # The control for the test above, on the BN layer every model layer uses: with
     # synchronized=False each replica normalises by its own half, which differs.
     images = tf.concat([_images(4, seed=1), 3.0 * _images(4, seed=2) + 1.0], axis=0)
-    strategy = _mirrored(2)
+    strategy = mirrored(2)
     reference = batch_norm(0.9, synchronized)
     with strategy.scope():
         replicated = batch_norm(0.9, synchronized)

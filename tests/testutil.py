@@ -8,3 +8,75 @@ def cpu_devices(n):
     if n > NUM_LOGICAL_CPUS:
         raise ValueError(f"n={n} > {NUM_LOGICAL_CPUS} logical CPUs set up in conftest.py")
     return [f"/cpu:{i}" for i in range(n)]
+
+
+class ArraySource:
+    """An in-memory ImageSource: uint8 images [N, H, W, 3] and int labels per split.
+
+    Each input pipeline reads a contiguous shard, like TFDS even_splits.
+    """
+
+    def __init__(self, splits, num_classes, name="arrays"):
+        import numpy as np
+        from tf_simclr.datasets import DatasetInfo
+        self._splits = {k: (np.asarray(x, np.uint8), np.asarray(y, np.int32))
+                        for k, (x, y) in splits.items()}
+        train_images = self._splits["train"][0]
+        self.info = DatasetInfo(
+            name=name, num_classes=num_classes, num_train_examples=len(train_images),
+            num_eval_examples=len(self._splits.get("test", ([], []))[0]),
+            image_shape=tuple(train_images.shape[1:]))
+
+    def examples(self, split, input_context=None, shuffle_files=False, seed=None):
+        import numpy as np
+        import tensorflow as tf
+        images, labels = self._splits[split]
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            parts = np.array_split(np.arange(len(images)), input_context.num_input_pipelines)
+            index = parts[input_context.input_pipeline_id]
+            images, labels = images[index], labels[index]
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+
+def random_source(num_train=64, num_test=20, size=16, num_classes=3, seed=0):
+    """An ArraySource of smooth random images whose class shifts the mean colour."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, num_classes, n)
+        noise = rng.normal(0, 40, (n, size, size, 3))
+        base = (labels[:, None, None, None] * 60 + 50).astype(float)
+        return np.clip(base + noise, 0, 255).astype(np.uint8), labels
+
+    return ArraySource({"train": split(num_train), "test": split(num_test)}, num_classes)
+
+
+def tiny_config(model_dir, **fields):
+    """A Config for a 16 px ResNet-18 at 1/16 width that trains in seconds."""
+    from tf_simclr.config import Config
+    defaults = dict(
+        dataset="arrays", train_split="train", eval_split="test", image_size=16,
+        resnet_depth=18, width_multiplier=0.0625, train_batch_size=8, eval_batch_size=8,
+        train_steps=4, checkpoint_steps=2, steps_per_loop=1, optimizer="lars",
+        learning_rate=0.5, warmup_epochs=0.0, temperature=0.5, use_blur=False,
+        color_jitter_strength=0.5, num_proj_layers=2, proj_out_dim=16,
+        keep_hub_module_max=0, model_dir=str(model_dir))
+    defaults.update(fields)
+    return Config().replace(**defaults).validate()
+
+
+def mirrored(num_replicas):
+    """MirroredStrategy over num_replicas logical CPUs, with fresh collective keys.
+
+    Every strategy numbers its collective groups from _collective_key_base + 1, and
+    a second strategy in the same process reusing them fails or hangs ("Shape
+    mismatch in the collective instance", "joining a group with size 4, but that
+    group has size 2"). TF's own tests move the base for each strategy; we also
+    move it after creation so that strategies created later do not reuse ours.
+    """
+    import tensorflow as tf
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    strategy = tf.distribute.MirroredStrategy(cpu_devices(num_replicas))
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    return strategy

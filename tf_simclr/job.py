@@ -1,0 +1,168 @@
+"""A whole run as `tf_simclr.run` starts it: train, evaluate, export, linear eval.
+
+`run(config)` follows the official modes: `train` trains to train_steps;
+`train_then_eval` then evaluates the supervised head once and exports the model
+as a SavedModel to model_dir/saved_model/<step> (keeping keep_hub_module_max);
+`eval` evaluates every new checkpoint in model_dir until the final one. With
+`--linear_eval_epochs` a pretraining run continues with the linear evaluation
+protocol in model_dir/linear_eval (frozen encoder, new linear head), which is
+how the quickstart goes from pretraining to a linear-eval accuracy to an export in
+one command. Results land in model_dir/result.json.
+"""
+
+import json
+import os
+import shutil
+import time
+
+from absl import logging
+import tensorflow as tf
+
+from tf_simclr import checkpointing
+from tf_simclr import config as config_lib
+from tf_simclr import datasets
+from tf_simclr import evaluator
+from tf_simclr import input_pipeline
+from tf_simclr import strategy as strategy_lib
+from tf_simclr import trainer
+
+TrainingDiverged = trainer.TrainingDiverged
+Terminated = trainer.Terminated
+
+RESULT_FILENAME = "result.json"
+SAVED_MODEL_DIRNAME = "saved_model"
+LINEAR_EVAL_DIRNAME = "linear_eval"
+EVAL_WAIT_SECONDS = 3600
+
+
+def linear_eval_config(pretrain_config):
+    """The official linear-evaluation recipe applied to a pretraining run's encoder.
+
+    Frozen encoder (fine_tune_after_block=4, BatchNorm in inference mode), a
+    zero-initialised linear head on the encoder output, momentum optimizer without
+    weight decay or warmup, crop+flip augmentation only (official finetune input).
+    """
+    train = pretrain_config.train
+    return pretrain_config.replace(
+        train_mode="finetune", mode="train_then_eval",
+        model_dir=os.path.join(train.model_dir, LINEAR_EVAL_DIRNAME),
+        checkpoint=train.model_dir, fine_tune_after_block=4, zero_init_logits_layer=True,
+        ft_proj_selector=0, global_bn=False, optimizer="momentum",
+        learning_rate=train.linear_eval_learning_rate, learning_rate_scaling="linear",
+        weight_decay=0.0, warmup_epochs=0.0, train_epochs=train.linear_eval_epochs,
+        train_steps=0, checkpoint_steps=0, checkpoint_epochs=train.linear_eval_epochs,
+        linear_eval_epochs=0)
+
+
+def _write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _export_after_eval(config, state):
+    """Official: a SavedModel per evaluation in model_dir/saved_model/<step>, pruned."""
+    keep = config.train.keep_hub_module_max
+    if not keep:
+        return None
+    root = os.path.join(config.train.model_dir, SAVED_MODEL_DIRNAME)
+    path = os.path.join(root, str(state.step))
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    from hub_export import exporter  # pylint: disable=import-outside-toplevel
+    exporter.export_saved_model(state.model, config, path)
+    steps = sorted(int(name) for name in os.listdir(root) if name.isdigit())
+    for old in steps[:-keep]:
+        shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)
+    logging.info("exported the model as a SavedModel to %s", path)
+    return path
+
+
+def _evaluate_and_export(config, state, source, chief):
+    result = evaluator.evaluate(state, source)
+    if chief:
+        result["saved_model"] = _export_after_eval(config, state)
+        _write_json(os.path.join(config.train.model_dir,
+                                 f"result_{result['global_step']}.json"), result)
+    return result
+
+
+def _can_evaluate(config, source):
+    has_head = config.train.train_mode == "finetune" or config.train.lineareval_while_pretraining
+    if not has_head or source.info.num_classes == 0:
+        logging.info("no supervised head (unlabeled data or --lineareval_while_pretraining="
+                     "false): evaluation skipped")
+        return False
+    if source.info.num_eval_examples == 0:
+        logging.info("eval split %r is empty: evaluation skipped", config.data.eval_split)
+        return False
+    return True
+
+
+def _evaluate_checkpoints(config, state, source, chief):
+    """`--mode=eval`: every new checkpoint in model_dir until the last train step."""
+    total = config_lib.train_steps(config, source.info.num_train_examples)
+    result = {}
+    for path in tf.train.checkpoints_iterator(config.train.model_dir, min_interval_secs=15,
+                                              timeout=EVAL_WAIT_SECONDS):
+        tf.train.Checkpoint(model=state.model, optimizer=state.optimizer).restore(
+            path).expect_partial()
+        result = _evaluate_and_export(config, state, source, chief)
+        if state.step >= total:
+            break
+    if not result:
+        raise config_lib.ConfigError(
+            f"no checkpoint appeared in --model_dir={config.train.model_dir} within "
+            f"{EVAL_WAIT_SECONDS} s; expected a model_dir that a training run writes to.")
+    return result
+
+
+def run(config, strategy=None):
+    """Runs the stages `config` asks for; returns {stage: metrics} (also in result.json).
+
+    `strategy`: reuse this one (a process must not create a second MirroredStrategy
+    with the same devices: their collective ops would clash); default from config.
+    """
+    config.validate()
+    started = time.time()
+    if strategy is None:
+        strategy = strategy_lib.make_strategy(config.hardware)
+    strategy_lib.check_batch_divides(config.train.train_batch_size, strategy, "train_batch_size")
+    strategy_lib.check_batch_divides(config.train.eval_batch_size, strategy, "eval_batch_size")
+    source = datasets.build_source(config.data, seed=config.train.seed)
+    info = source.info
+    input_pipeline.check_image_size(config, info)
+    model_dir = config.train.model_dir
+    chief = strategy_lib.is_chief(strategy)
+    logging.info("%s on %s: %d train / %d eval examples, %d classes, %d replica(s)",
+                 config.train.train_mode, info.name, info.num_train_examples,
+                 info.num_eval_examples, info.num_classes, strategy.num_replicas_in_sync)
+
+    state = trainer.TrainState(config, strategy, info.num_classes, info.num_train_examples)
+    if chief:
+        checkpointing.check_model_dir_writable(
+            model_dir, needed_bytes=(config.train.keep_checkpoint_max + 1)
+            * trainer.checkpoint_bytes(state.model))
+        config_lib.save(config, model_dir)
+
+    results = {"config": config.flat()}
+    if config.train.mode in ("train", "train_then_eval"):
+        train_started = time.time()
+        results["train"] = trainer.Trainer(state, source).run()
+        results["train_seconds"] = time.time() - train_started
+    if config.train.mode in ("eval", "train_then_eval") and _can_evaluate(config, source):
+        if config.train.mode == "eval":
+            results["eval"] = _evaluate_checkpoints(config, state, source, chief)
+        else:
+            results["eval"] = _evaluate_and_export(config, state, source, chief)
+    results["global_step"] = state.step
+    results["seconds"] = time.time() - started
+    if chief:
+        _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
+
+    if config.train.train_mode == "pretrain" and config.train.linear_eval_epochs:
+        results["linear_eval"] = run(linear_eval_config(config), strategy)
+        if chief:
+            _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
+    return results
