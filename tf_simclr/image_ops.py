@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla as xla_ops
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 BRIGHTNESS_IMPLS = ("simclrv2", "simclrv1")
@@ -338,48 +339,57 @@ def adjust_contrast(images, factors):
     return (images - means) * _per_image(factors) + means
 
 
-def _recolor(images, saturation_ratio, hue_shift):
-    """HSV saturation scaling and hue rotation, computed in RGB.
+def _to_planes(images):
+    """[B, H, W, 3] -> three [B, H, W] channel planes (contiguous: XLA vectorizes them)."""
+    return tf.unstack(tf.transpose(images, [3, 0, 1, 2]))
 
-    Keeps each pixel's max channel v; scales its chroma c = v - min by the ratio
-    r = clip(s * factor, 0, 1) / s (s = c / v; 0 where v <= 0), and rotates its hue
-    (in sextants, [0, 6)) by `hue_shift`. Channels are rebuilt from (min, chroma,
-    hue) as in TF's AdjustHue kernel.
+
+def _from_planes(planes):
+    return tf.transpose(tf.stack(planes), [1, 2, 3, 0])
+
+
+def _per_plane(values):
+    return tf.reshape(values, [-1, 1, 1])
+
+
+def _recolor_planes(red, green, blue, saturation_factors, hue_shift, saturation_mask=None):
+    """HSV saturation scaling and hue rotation of channel planes, computed in RGB.
+
+    Keeps each pixel's max channel v; where `saturation_factors` applies, scales
+    its chroma c = v - min by r = min(factor, v / c) (= clip(s * factor, 0, 1) / s
+    with s = c / v, as tf.image.adjust_saturation); rotates its hue (in sextants,
+    [0, 6)) by `hue_shift`. Channels are rebuilt from (min, chroma, hue) as in TF's
+    AdjustHue kernel.
 
     Args:
-      images: float32 [B, H, W, 3].
-      saturation_ratio: None (keep the chroma) or float32 [B, H, W] chroma ratios.
+      red, green, blue: float32 [B, H, W].
+      saturation_factors: None (keep the chroma) or float32 [B, 1, 1] factors >= 0.
       hue_shift: float32 [B] hue rotation in sextants.
+      saturation_mask: optional bool [B, 1, 1]; images where it is False keep
+        their chroma.
     Returns:
-      float32 [B, H, W, 3].
+      (red, green, blue) float32 [B, H, W].
     """
-    red, green, blue = tf.unstack(images, axis=-1)
     value = tf.maximum(tf.maximum(red, green), blue)
-    minimum = tf.minimum(tf.minimum(red, green), blue)
-    chroma = value - minimum
-    safe_chroma = tf.where(chroma > 0, chroma, 1.0)
-    hue = tf.where(red == value, (green - blue) / safe_chroma,
-                   tf.where(green == value, (blue - red) / safe_chroma + 2.0,
-                            (red - green) / safe_chroma + 4.0))
+    chroma = value - tf.minimum(tf.minimum(red, green), blue)
+    inverse = 1.0 / tf.where(chroma > 0, chroma, 1.0)
+    hue = tf.where(red == value, (green - blue) * inverse,
+                   tf.where(green == value, (blue - red) * inverse + 2.0,
+                            (red - green) * inverse + 4.0))
     hue = tf.where(chroma > 0, hue, 0.0)
     hue = tf.where(hue < 0, hue + 6.0, hue)
-    hue += tf.reshape(hue_shift, [-1, 1, 1])
+    hue += _per_plane(hue_shift)
     hue = tf.where(hue < 0, hue + 6.0, tf.where(hue >= 6.0, hue - 6.0, hue))
-    if saturation_ratio is not None:
-        chroma *= saturation_ratio
-        minimum = value - chroma
+    if saturation_factors is not None:
+        ratio = tf.minimum(saturation_factors, tf.maximum(value, 0.0) * inverse)
+        if saturation_mask is not None:
+            ratio = tf.where(saturation_mask, ratio, 1.0)
+        chroma *= ratio
+    minimum = value - chroma
     red = minimum + chroma * tf.clip_by_value(tf.abs(hue - 3.0) - 1.0, 0.0, 1.0)
     green = minimum + chroma * tf.clip_by_value(2.0 - tf.abs(hue - 2.0), 0.0, 1.0)
     blue = minimum + chroma * tf.clip_by_value(2.0 - tf.abs(hue - 4.0), 0.0, 1.0)
-    return tf.stack([red, green, blue], axis=-1)
-
-
-def _saturation_ratio(images, factors):
-    """Per-pixel chroma ratio of tf.image.adjust_saturation: float32 [B, H, W]."""
-    value = tf.reduce_max(images, axis=-1)
-    chroma = value - tf.reduce_min(images, axis=-1)
-    return tf.minimum(tf.reshape(factors, [-1, 1, 1]),
-                      tf.math.divide_no_nan(tf.maximum(value, 0.0), chroma))
+    return red, green, blue
 
 
 def adjust_saturation(images, factors):
@@ -388,8 +398,9 @@ def adjust_saturation(images, factors):
     Pixels with max channel <= 0 become that max (the op's saturation is 0 there).
     factors: float32 [B] >= 0.
     """
-    zeros = tf.zeros_like(factors)
-    return _recolor(images, _saturation_ratio(images, factors), zeros)
+    planes = _recolor_planes(*_to_planes(images), _per_plane(factors),
+                             tf.zeros_like(factors))
+    return _from_planes(planes)
 
 
 def adjust_hue(images, deltas):
@@ -397,7 +408,7 @@ def adjust_hue(images, deltas):
 
     deltas: float32 [B] in [-0.5, 0.5].
     """
-    return _recolor(images, None, deltas * 6.0)
+    return _from_planes(_recolor_planes(*_to_planes(images), None, deltas * 6.0))
 
 
 def rgb_to_grayscale(images):
@@ -406,18 +417,59 @@ def rgb_to_grayscale(images):
     return tf.tile(gray[..., None], [1, 1, 1, 3])
 
 
+def _barrier(planes):
+    """XLA optimization barrier: the planes are computed once, before their consumers.
+
+    Each jitter stage reads the previous stage's pixels many times (max, min, hue,
+    means); without the barrier XLA fuses the whole chain and recomputes earlier
+    stages inside later ones, which made the jitter several times slower to run
+    and to compile. Outside XLA it is the identity.
+    """
+    result = xla_ops.optimization_barrier(tf.stack(planes))
+    return tf.unstack(result[0] if isinstance(result, (list, tuple)) else result)
+
+
 def _select_per_image(mask, when_true, when_false):
     return tf.where(tf.reshape(mask, [-1, 1, 1, 1]), when_true, when_false)
+
+
+def _jitter_planes(planes, op_order, brightness, contrast, saturation, hue, brightness_impl):
+    """color_jitter on channel planes: 3 x [B, H, W] -> 3 x [B, H, W]."""
+    if brightness_impl not in BRIGHTNESS_IMPLS:
+        raise ValueError(f"Expected brightness_impl in {BRIGHTNESS_IMPLS}. "
+                         f"Received: brightness_impl={brightness_impl!r}")
+    if brightness_impl == "simclrv2":
+        brightness_scale, brightness_shift = brightness, tf.zeros_like(brightness)
+    else:
+        brightness_scale, brightness_shift = tf.ones_like(brightness), brightness
+    for stage in range(NUM_JITTER_OPS):
+        op = op_order[:, stage]
+        is_contrast = _per_plane(tf.equal(op, 1))
+        scale = tf.where(is_contrast, _per_plane(contrast), _per_plane(brightness_scale))
+        affine = []
+        for plane in planes:
+            mean = tf.reduce_mean(plane, axis=[1, 2], keepdims=True)
+            center = tf.where(is_contrast, mean, 0.0)
+            shift = tf.where(is_contrast, mean, _per_plane(brightness_shift))
+            affine.append((plane - center) * scale + shift)
+        recolored = _recolor_planes(*planes, _per_plane(saturation),
+                                    tf.where(tf.equal(op, 3), hue * 6.0, 0.0),
+                                    saturation_mask=_per_plane(tf.equal(op, 2)))
+        is_affine = _per_plane(op < 2)
+        planes = _barrier([tf.clip_by_value(tf.where(is_affine, a, r), 0.0, 1.0)
+                           for a, r in zip(affine, recolored)])
+    return planes
 
 
 def color_jitter(images, op_order, brightness, contrast, saturation, hue,
                  brightness_impl="simclrv2"):
     """The four jitter ops in a per-image order, each followed by a clip to [0, 1].
 
-    Static shapes throughout (so XLA fuses it): at each of the 4 stages, the two
-    affine ops (brightness, contrast) share one candidate, (x - center) * scale +
-    shift, and the two HSV ops (saturation, hue) share another, _recolor with
-    per-image (ratio, shift); each image keeps the candidate of its own op.
+    Static shapes throughout (so XLA fuses it), on contiguous channel planes: at
+    each of the 4 stages, the two affine ops (brightness, contrast) share one
+    candidate, (x - center) * scale + shift, and the two HSV ops (saturation, hue)
+    share another, _recolor_planes with per-image (factor, shift); each image keeps
+    the candidate of its own op.
 
     Args:
       images: float32 [B, H, W, 3].
@@ -429,26 +481,8 @@ def color_jitter(images, op_order, brightness, contrast, saturation, hue,
     Returns:
       float32 [B, H, W, 3] in [0, 1].
     """
-    if brightness_impl not in BRIGHTNESS_IMPLS:
-        raise ValueError(f"Expected brightness_impl in {BRIGHTNESS_IMPLS}. "
-                         f"Received: brightness_impl={brightness_impl!r}")
-    if brightness_impl == "simclrv2":
-        brightness_scale, brightness_shift = brightness, tf.zeros_like(brightness)
-    else:
-        brightness_scale, brightness_shift = tf.ones_like(brightness), brightness
-    for stage in range(NUM_JITTER_OPS):
-        op = op_order[:, stage]
-        is_contrast = _per_image(tf.equal(op, 1))
-        means = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-        center = tf.where(is_contrast, means, 0.0)
-        scale = tf.where(is_contrast, _per_image(contrast), _per_image(brightness_scale))
-        shift = tf.where(is_contrast, means, _per_image(brightness_shift))
-        affine = (images - center) * scale + shift
-        ratio = tf.where(tf.reshape(tf.equal(op, 2), [-1, 1, 1]),
-                         _saturation_ratio(images, saturation), 1.0)
-        recolored = _recolor(images, ratio, tf.where(tf.equal(op, 3), hue * 6.0, 0.0))
-        images = tf.clip_by_value(_select_per_image(op < 2, affine, recolored), 0.0, 1.0)
-    return images
+    return _from_planes(_jitter_planes(_to_planes(images), op_order, brightness, contrast,
+                                       saturation, hue, brightness_impl))
 
 
 def color_distortion(images, jitter, op_order, brightness, contrast, saturation, hue,
@@ -462,10 +496,15 @@ def color_distortion(images, jitter, op_order, brightness, contrast, saturation,
     Returns:
       float32 [B, H, W, 3].
     """
-    jittered = color_jitter(images, op_order, brightness, contrast, saturation, hue,
-                            brightness_impl)
-    images = _select_per_image(jitter, jittered, images)
-    return _select_per_image(grayscale, rgb_to_grayscale(images), images)
+    planes = _barrier(_to_planes(images))  # computed once (e.g. a crop-resize feeding us)
+    jittered = _jitter_planes(planes, op_order, brightness, contrast, saturation, hue,
+                              brightness_impl)
+    jitter = _per_plane(jitter)
+    planes = [tf.where(jitter, j, p) for j, p in zip(jittered, planes)]
+    weights = [np.float32(w) for w in GRAYSCALE_WEIGHTS]
+    gray = planes[0] * weights[0] + planes[1] * weights[1] + planes[2] * weights[2]
+    grayscale = _per_plane(grayscale)
+    return _from_planes([tf.where(grayscale, gray, p) for p in planes])
 
 
 def gaussian_kernels(sigmas, radius):
