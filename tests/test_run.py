@@ -1,0 +1,233 @@
+"""The command line: official flag names, flagfiles, bad input, and faults.
+
+Messages are checked in-process through `job.run` (it raises the errors that
+`run.main` turns into exit status 2); exit statuses, SIGTERM and SIGKILL are
+checked on real `python -m tf_simclr.run` processes over a generated image folder.
+"""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+from tf_simclr import config as config_lib
+from tf_simclr import datasets, job, run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(name for name in os.listdir(os.path.join(REPO, "flags"))
+                   if name.endswith(".cfg"))
+
+# Official tf2/run.py flag names a user's command line may carry.
+OFFICIAL_FLAGS = (
+    "train_mode", "mode", "dataset", "data_dir", "model_dir", "train_batch_size",
+    "train_epochs", "train_steps", "eval_batch_size", "eval_steps", "image_size",
+    "resnet_depth", "width_multiplier", "sk_ratio", "se_ratio", "proj_head_mode",
+    "proj_out_dim", "num_proj_layers", "ft_proj_selector", "temperature", "hidden_norm",
+    "global_bn", "batch_norm_decay", "optimizer", "learning_rate", "learning_rate_scaling",
+    "warmup_epochs", "weight_decay", "momentum", "color_jitter_strength", "use_blur",
+    "lineareval_while_pretraining", "zero_init_logits_layer", "fine_tune_after_block",
+    "checkpoint", "checkpoint_epochs", "checkpoint_steps", "keep_checkpoint_max",
+    "keep_hub_module_max", "train_split", "eval_split", "cache_dataset", "use_tpu",
+    "tpu_name", "tpu_zone", "gcp_project", "master", "eval_name")
+
+
+def _parse(argv):
+    """A Config from command-line arguments, through the real flag definitions."""
+    values = flags.FlagValues()
+    run.define_flags(values)
+    values(["tf_simclr.run", *argv])
+    return run.config_from_flags(values)
+
+
+def _image_folder(root, per_class=32, size=16):
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["cat", "dog"]):
+        os.makedirs(root / name)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 120 * label, 40, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+TINY_FLAGS = ("--dataset=image_folder", "--train_split=train[:75%]",
+              "--eval_split=train[75%:]", "--image_size=16", "--resnet_depth=18",
+              "--width_multiplier=0.0625", "--train_batch_size=8", "--eval_batch_size=8",
+              "--optimizer=lars", "--learning_rate=0.5", "--warmup_epochs=0",
+              "--temperature=0.5", "--use_blur=false", "--color_jitter_strength=0.5",
+              "--num_proj_layers=2", "--proj_out_dim=16", "--keep_hub_module_max=0")
+
+
+def test_help_lists_the_official_flag_names():
+    out = subprocess.run([sys.executable, "-m", "tf_simclr.run", "--helpfull"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "Entry point" in out.stdout, out.stderr  # absl exits 1 after help
+    for name in OFFICIAL_FLAGS:
+        assert re.search(rf"--(\[no\])?{name}:", out.stdout), name
+
+
+def test_official_command_line_parses_to_the_official_meaning():
+    config = _parse(["--train_mode=pretrain", "--train_batch_size=512", "--train_epochs=100",
+                     "--learning_rate=1.0", "--weight_decay=1e-4", "--temperature=0.5",
+                     "--dataset=cifar10", "--image_size=32", "--eval_split=test",
+                     "--resnet_depth=18", "--use_blur=False", "--color_jitter_strength=0.5",
+                     "--model_dir=/tmp/simclr_test", "--use_tpu=False"]).validate()
+    assert config.train.train_batch_size == 512 and config.optim.weight_decay == 1e-4
+    assert config.cifar_stem and not config.augment.use_blur
+    assert config_lib.scaled_learning_rate(config) == pytest.approx(2.0)  # 1.0 * 512 / 256
+
+
+@pytest.mark.parametrize("flagfile", FLAGFILES)
+def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
+    monkeypatch.chdir(REPO)  # nested flagfiles name each other relative to the repo
+    extra = ["--checkpoint=/tmp/pretrain"] if "linear_eval" in flagfile else []
+    config = _parse([f"--flagfile=flags/{flagfile}", "--model_dir=/tmp/x", *extra]).validate()
+    if "linear_eval" in flagfile:
+        assert config.train.train_mode == "finetune"
+        assert config.train.fine_tune_after_block == 4
+    if flagfile.startswith("cifar10"):
+        assert config.data.dataset == "cifar10" and config.cifar_stem
+    if flagfile.startswith("cifar10_pretrain"):
+        assert config.loss.temperature == 0.5
+        assert not config.augment.use_blur and config.augment.color_jitter_strength == 0.5
+    if flagfile.startswith("imagenet_r50"):
+        width = {"1x": 1.0, "2x": 2.0, "4x": 4.0}[flagfile.split("_")[-1][:2]]
+        assert config.model.resnet_depth == 50 and config.model.width_multiplier == width
+        assert config.train.train_batch_size == 4096 and config.augment.use_blur
+    if flagfile in ("quickstart.cfg", "smoke.cfg"):
+        assert config.data.dataset == "fashion_mnist"
+
+
+def _bad_config(tmp_path, **fields):
+    return config_lib.Config().replace(**{
+        **{"model_dir": str(tmp_path / "run"), "image_size": 16, "resnet_depth": 18,
+           "width_multiplier": 0.0625, "train_batch_size": 8, "train_steps": 1,
+           "dataset": "image_folder", "data_dir": str(tmp_path / "images"),
+           "train_split": "train", "eval_split": ""},
+        **fields})
+
+
+@pytest.mark.parametrize("fields, error, message", [
+    ({"dataset": "no_such_dataset", "data_dir": None}, datasets.DataError,
+     r"no_such_dataset"),
+    ({"data_dir": "/nonexistent/images"}, datasets.DataError, r"/nonexistent/images"),
+    ({"train_mode": "finetune"}, config_lib.ConfigError,
+     r"--train_mode=finetune needs --checkpoint"),
+    ({"image_size": 8}, config_lib.ConfigError, r"--image_size=8 is out of range"),
+    ({"cpu_replicas": 3}, config_lib.ConfigError,
+     r"--train_batch_size=8 does not divide evenly over 3 replicas"),
+    ({"image_size": 28}, config_lib.ConfigError,
+     r"--image_size=28 but image_folder images are 16x16"),
+])
+def test_bad_input_is_refused_with_a_message_naming_it(tmp_path, fields, error, message):
+    _image_folder(tmp_path / "images")
+    with pytest.raises(error, match=message):
+        job.run(_bad_config(tmp_path, **fields))
+
+
+def test_empty_image_folder_is_refused(tmp_path):
+    os.makedirs(tmp_path / "images")
+    with pytest.raises(datasets.DataError, match=r"images"):
+        job.run(_bad_config(tmp_path))
+
+
+def test_unwritable_model_dir_fails_before_training(tmp_path):
+    _image_folder(tmp_path / "images")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(config_lib.ConfigError, match=r"a_file/run is not writable"):
+        job.run(_bad_config(tmp_path, model_dir=str(blocker / "run")))
+
+
+def _command(model_dir, data_dir, *extra):
+    return [sys.executable, "-m", "tf_simclr.run", *TINY_FLAGS, f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}", *extra]
+
+
+def test_exit_status_and_message_for_bad_flags(tmp_path):
+    bad = subprocess.run(_command(tmp_path / "run", tmp_path / "missing", "--train_steps=1"),
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2
+    assert f"error: --dataset=image_folder --data_dir '{tmp_path / 'missing'}' does not exist" in bad.stderr
+    enum = subprocess.run(_command(tmp_path / "run", tmp_path, "--optimizer=sgdd"),
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert enum.returncode != 0 and "--optimizer" in enum.stderr and "sgdd" in enum.stderr
+
+
+def _checkpoint_steps(model_dir):
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    if state is None:
+        return []
+    return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
+def _assert_checkpoints_readable(model_dir):
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    for path in state.all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(path)
+        assert reader.get_variable_to_shape_map(), path
+
+
+def _start(model_dir, data_dir, total_steps):
+    log = open(model_dir.parent / f"{model_dir.name}_{time.time()}.log", "w")
+    process = subprocess.Popen(
+        _command(model_dir, data_dir, f"--train_steps={total_steps}", "--checkpoint_steps=4",
+                 "--steps_per_loop=1"),
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    return process, log
+
+
+def _wait_for_checkpoint(process, model_dir, at_least, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if max(_checkpoint_steps(model_dir), default=0) >= at_least:
+            return
+        assert process.poll() is None, "training ended before the checkpoint"
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint >= {at_least} within {timeout} s")
+
+
+def test_sigterm_and_sigkill_lose_nothing_saved_and_resume_to_the_last_step(tmp_path):
+    data_dir = _image_folder(tmp_path / "images")
+    model_dir, total = tmp_path / "run", 24
+
+    # SIGTERM: the run saves the step it reached, says so, and exits 143.
+    process, log = _start(model_dir, data_dir, total)
+    _wait_for_checkpoint(process, model_dir, 4)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    log.close()
+    terminated_at = max(_checkpoint_steps(model_dir))
+    assert terminated_at >= 4
+    assert f"SIGTERM at step {terminated_at}" in open(log.name).read()
+    _assert_checkpoints_readable(model_dir)
+
+    # SIGKILL at a random moment after the next checkpoint: nothing breaks.
+    process, log = _start(model_dir, data_dir, total)
+    _wait_for_checkpoint(process, model_dir, terminated_at + 4)
+    time.sleep(random.Random(0).uniform(0.0, 1.5))
+    process.kill()
+    process.wait(timeout=60)
+    log.close()
+    killed_at = max(_checkpoint_steps(model_dir))
+    assert f"resumed from {model_dir}/ckpt-{terminated_at} at step {terminated_at}" in open(
+        log.name).read()
+    _assert_checkpoints_readable(model_dir)
+
+    # The rerun resumes from the newest checkpoint and ends at the last step.
+    process, log = _start(model_dir, data_dir, total)
+    assert process.wait(timeout=600) == 0, open(log.name).read()[-3000:]
+    log.close()
+    text = open(log.name).read()
+    assert f"resumed from {model_dir}/ckpt-{killed_at} at step {killed_at}" in text
+    assert max(_checkpoint_steps(model_dir)) == total
+    assert f"step {killed_at + 1}/{total}" in text and f"step {killed_at}/{total}" not in text
+    _assert_checkpoints_readable(model_dir)
