@@ -274,6 +274,19 @@ def test_bad_files_are_refused_up_front_with_error_policy(tmp_path):
     assert "pass --bad_images=skip" in message
 
 
+def test_huge_images_are_refused_or_skipped_like_corrupt_ones(tmp_path):
+    good = _class_folder(tmp_path, {"a": 2})
+    huge = tmp_path / "a" / "huge.png"
+    Image.new("L", (9000, 8000)).save(huge)   # 72 M pixels in a few KB
+    assert huge.stat().st_size < 2**20
+    with pytest.raises(DataError, match=rf"{huge}: too large: 9000x8000 = 72000000 pixels; "
+                                        rf"expected at most {2**26}"):
+        _source(tmp_path, bad_images="error")
+    source = _source(tmp_path, bad_images="skip")
+    assert [path for path, _ in source.bad_files] == [str(huge)]
+    assert sorted(_keys(source.examples("train"))) == sorted(good)
+
+
 def test_bad_files_are_skipped_and_reported_with_skip_policy(tmp_path, caplog):
     good, bad = _folder_with_bad_files(tmp_path)
     with caplog.at_level(logging.WARNING, logger="tf_simclr.image_folder"):

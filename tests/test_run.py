@@ -147,6 +147,18 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
         job.run(_bad_config(tmp_path, model_dir=str(blocker / "run")))
 
 
+def test_full_disk_fails_before_training(tmp_path, monkeypatch):
+    _image_folder(tmp_path / "images")
+    from tf_simclr import checkpointing
+    usage = checkpointing.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+                        lambda path: usage._replace(free=1024))
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"run has 0.0 MiB free; this run needs about [\d.]+ MiB"):
+        job.run(_bad_config(tmp_path))
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def _command(model_dir, data_dir, *extra):
     return [sys.executable, "-m", "tf_simclr.run", *TINY_FLAGS, f"--data_dir={data_dir}",
             f"--model_dir={model_dir}", *extra]

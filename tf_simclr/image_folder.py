@@ -56,6 +56,9 @@ from tf_simclr.datasets import UNLABELED, DataError
 
 logger = logging.getLogger(__name__)
 
+# Larger images are refused like corrupt ones: decoding one (e.g. a decompression
+# bomb of a few KB) would take hundreds of MiB in every tf.data worker.
+MAX_IMAGE_PIXELS = 2**26
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # PIL format names of what tf.io.decode_image reads.
 _DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -212,6 +215,10 @@ def _check_image_file(path):
             tail = f.read()
     except Exception as e:  # noqa: BLE001
         return f"not a readable image ({type(e).__name__}: {e})", None
+    if width * height > MAX_IMAGE_PIXELS:
+        return (f"too large: {width}x{height} = {width * height} pixels; expected at most "
+                f"{MAX_IMAGE_PIXELS} (decoded RGB it would take "
+                f"{3 * width * height / 2**20:.0f} MiB per read)"), None
     if image_format not in _DECODABLE_FORMATS:
         return (f"{image_format} image; tf.io.decode_image reads "
                 f"{', '.join(_DECODABLE_FORMATS)}"), None
