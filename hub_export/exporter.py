@@ -199,10 +199,16 @@ class HubModule(_ReusableModule):
                           encoder_trainable,
                           _regularization_losses(model, encoder_trainable, weight_decay))
         if LOGITS in specs:
+            # What logits_sup can train: the whole (unfrozen) network of a fine-tuned
+            # model, but only the linear head of a pretraining model, whose online
+            # classifier sits behind a stop_gradient.
+            if model.train_mode == "pretrain":
+                classifier_trainable = list(model.supervised_head.trainable_variables)
+            else:
+                classifier_trainable = list(model.trainable_variables)
             self.classifier = _ReusableModule(
-                self.endpoints, LOGITS, specs[LOGITS], model.variables,
-                model.trainable_variables,
-                _regularization_losses(model, model.trainable_variables, weight_decay))
+                self.endpoints, LOGITS, specs[LOGITS], model.variables, classifier_trainable,
+                _regularization_losses(model, classifier_trainable, weight_decay))
         self.call_training = tf.function(
             lambda images: self.endpoints(images, training=True), input_signature=[_IMAGES_SPEC])
         self.serve = tf.function(
@@ -348,12 +354,12 @@ def export_saved_model(model, config, export_dir, overwrite=False, tar_gz=False)
             os.replace(os.path.join(module_dir, name), os.path.join(tmp_dir, name))
         os.rmdir(module_dir)
         os.remove(config_path)
+        if tar_gz:  # before the module moves, so a failure leaves neither
+            pack_tar_gz(tmp_dir, export_dir + ".tar.gz", overwrite=overwrite)
         _move_into_place(tmp_dir, export_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    if tar_gz:
-        pack_tar_gz(export_dir, overwrite=overwrite)
     return export_dir
 
 

@@ -150,6 +150,8 @@ for name, (path, ref_path) in modules.items():
     r["signatures"] = sorted(m.signatures)
     r["n_variables"] = len(m.variables)
     r["n_trainable"] = len(m.trainable_variables)
+    if hasattr(m, "classifier"):
+        r["classifier_trainable"] = len(m.classifier.trainable_variables)
     r["reg_losses"] = [float(f()) for f in m.regularization_losses]
     r["feature_dim"] = int(m.feature_dim.numpy())
     r["num_classes"] = int(m.num_classes.numpy())
@@ -394,6 +396,10 @@ def test_module_follows_the_reusable_savedmodel_api(keras3_report, name):
     assert 0 < r["n_trainable"] < r["n_variables"]  # moving statistics are not trainable
     assert len(r["reg_losses"]) == 1 and r["reg_losses"][0] > 0
     assert r["num_classes"] == (0 if name == "pretrain" else NUM_CLASSES)
+    if name == "finetune":  # encoder + linear head (the projection layers are unused)
+        assert r["classifier_trainable"] == r["n_trainable"] + 2
+    elif name == "mirrored_live":  # the online linear head, behind a stop_gradient
+        assert r["classifier_trainable"] == 2
     assert r["config_json"] == r["asset_config"]
     assert r["config_json"]["model"]["resnet_depth"] == 18
     assert r["config_json"]["train"]["train_mode"] == (
