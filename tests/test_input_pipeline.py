@@ -234,13 +234,8 @@ def test_device_two_replicas_concatenate_to_one_replica_batch(device_streams):
         _assert_nests_equal(_global(streams[2, 0][step]), streams[1, 0][step][0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The shuffle buffer is 50 (<= 32 px) or 10 per-replica batches, as in the official "
-    "code, so a train split larger than the buffer is shuffled differently for 1 and 2 "
-    "replicas: the data order depends on the replica count (views per stream index do "
-    "not). Replica invariance holds only while the buffer covers the split."))
 def test_order_is_replica_invariant_beyond_the_shuffle_buffer(tmp_path):
-    n = 256                        # > 50 * 4, the 2-replica buffer; <= 50 * 8
+    n = 512                        # > 50 * 8, the shuffle buffer of either run
     rng = np.random.default_rng(1)
     source = _source(rng.integers(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8))
     config = _config(tmp_path, augment_on="device")

@@ -4,7 +4,8 @@ Training stream. Per input pipeline, epoch e is the pipeline's shard of the trai
 split in a shuffle whose seed is a function of (seed, e); epochs follow each
 other without end. Resuming at step t starts at epoch t*n // N and skips the
 rest of the t*n consumed examples (n = examples per step per pipeline, N = the
-shard's size), so a resumed run sees exactly the examples it would have seen.
+shard's size), so a resumed run sees exactly the examples it would have seen. The shuffle
+seeds combine with TensorFlow's global seed, which `job.run` sets from --seed.
 
 Augmentation. Example k of the stream (counted from the start of training) draws
 the parameters of view v from the stateless seed fold(fold(seed, k), v), so the
@@ -31,9 +32,13 @@ from tf_simclr import augment
 from tf_simclr import config as config_lib
 from tf_simclr import datasets
 
-# Shuffle buffer in per-replica batches (official: 50 at <= 32 px, else 10).
+# Shuffle buffer in batches of one input pipeline (official: 50 at <= 32 px, else
+# 10, of per-replica batches). Per pipeline rather than per replica, so the order
+# does not depend on the number of replicas; capped for large images, whose
+# decoded copies fill the buffer (ImageNet averages ~0.4 MiB per image).
 _SMALL_IMAGE_BUFFER_BATCHES = 50
 _LARGE_IMAGE_BUFFER_BATCHES = 10
+_LARGE_IMAGE_BUFFER_CAP = 16384
 _EPOCH_SEED_STRIDE = 1_000_003
 
 
@@ -103,11 +108,13 @@ def _train_stream(source, config, input_context, start_step):
     if shard == 0:
         raise datasets.DataError(f"--train_split={split!r} of {source.info.name} gives this "
                                  "input pipeline no examples; expected a non-empty split.")
-    consumed = start_step * _examples_per_step_per_pipeline(config, input_context)
+    per_step = _examples_per_step_per_pipeline(config, input_context)
+    consumed = start_step * per_step
     first_epoch, offset = divmod(consumed, shard)
-    per_replica = input_context.get_per_replica_batch_size(config.train.train_batch_size)
-    small = config.data.image_size <= augment.SMALL_IMAGE_SIZE
-    buffer = per_replica * (_SMALL_IMAGE_BUFFER_BATCHES if small else _LARGE_IMAGE_BUFFER_BATCHES)
+    if config.data.image_size <= augment.SMALL_IMAGE_SIZE:
+        buffer = per_step * _SMALL_IMAGE_BUFFER_BATCHES
+    else:
+        buffer = min(per_step * _LARGE_IMAGE_BUFFER_BATCHES, _LARGE_IMAGE_BUFFER_CAP)
     seed = config.train.seed + 7919 * input_context.input_pipeline_id
 
     def epoch(e):

@@ -16,6 +16,7 @@ import shutil
 import time
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 from tf_simclr import checkpointing
@@ -126,6 +127,9 @@ def run(config, strategy=None):
     """
     config.validate()
     started = time.time()
+    # Weights, and tf.data's shuffle (its op seeds combine with this global seed),
+    # follow --seed, so a resumed run reads the examples it would have read.
+    keras.utils.set_random_seed(config.train.seed)
     if strategy is None:
         strategy = strategy_lib.make_strategy(config.hardware)
     strategy_lib.check_batch_divides(config.train.train_batch_size, strategy, "train_batch_size")
