@@ -4,8 +4,8 @@ Training stream. Per input pipeline, epoch e is the pipeline's shard of the trai
 split in a shuffle whose seed is a function of (seed, e); epochs follow each
 other without end. Resuming at step t starts at epoch t*n // N and skips the
 rest of the t*n consumed examples (n = examples per step per pipeline, N = the
-shard's size), so a resumed run sees exactly the examples it would have seen. The shuffle
-seeds combine with TensorFlow's global seed, which `job.run` sets from --seed.
+shard's size), so a resumed run sees exactly the examples it would have seen, whatever the
+global TensorFlow seed.
 
 Augmentation. Example k of the stream (counted from the start of training) draws
 the parameters of view v from the stateless seed fold(fold(seed, k), v), so the
@@ -118,6 +118,11 @@ def _train_stream(source, config, input_context, start_step):
     seed = config.train.seed + 7919 * input_context.input_pipeline_id
 
     def epoch(e):
+        # Dataset.shuffle combines its seed with the global seed (tf.random.set_seed):
+        # the order would depend on it, and a global seed of 0 even raises (get_seed
+        # compares (0, <tensor>) with (0, 0)). Clearing the seed of this function's
+        # graph leaves the order a function of (seed, e) only.
+        tf.compat.v1.get_default_graph().seed = None
         return base.shuffle(buffer, seed=seed * _EPOCH_SEED_STRIDE + e,
                             reshuffle_each_iteration=False)
 

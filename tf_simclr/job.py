@@ -127,8 +127,7 @@ def run(config, strategy=None):
     """
     config.validate()
     started = time.time()
-    # Weights, and tf.data's shuffle (its op seeds combine with this global seed),
-    # follow --seed, so a resumed run reads the examples it would have read.
+    # The initial weights follow --seed (data order and views do by construction).
     keras.utils.set_random_seed(config.train.seed)
     if strategy is None:
         strategy = strategy_lib.make_strategy(config.hardware)
