@@ -21,13 +21,15 @@ takes the next seed of its own `keras.random.SeedGenerator(seed)`; under a
 tf.distribute strategy pass explicit per-replica seeds instead (the generator's
 state cannot be updated from a replica context).
 
-Speed. The pixel work of a batch runs as two XLA programs of static shapes,
-crop-resize + flip, then color on channel planes with an optimization barrier per
-jitter stage (XLA compiles once per input shape, so feed batches of a fixed
-shape); the blur is a depthwise convolution over only the images that
-get blurred. A single image [H, W, C] of any size is cropped with tf.image.resize
-of the explicit crop instead (no compilation per image size), so per-image use in
-tf.data before batching is cheap too. See bench/bench_augment.py.
+Speed. The pixel work runs image by image inside one batched call (tf.map_fn,
+several images at a time): each view is cropped by TF's native bicubic resize of
+its own box (any input size, no compilation), then its color distortion runs as
+one small XLA program per image size that evaluates only the image's own jitter
+op at each stage; the blur is one depthwise convolution over only the images
+that get blurred. Per image, the pixels stay in cache from one op to the next,
+which made this several times faster than whole-batch formulations (XLA
+gathers, or every jitter op evaluated for every image). See
+bench/bench_augment.py.
 """
 
 import keras
@@ -57,7 +59,7 @@ def _check_images(images):
     if not (images.dtype == tf.uint8 or images.dtype.is_floating):
         raise ValueError(f"Expected uint8 or float images. Received: dtype={images.dtype.name}")
     if images.dtype.is_floating and images.dtype != tf.float32:
-        images = tf.cast(images, tf.float32)  # one XLA program for all float inputs
+        images = tf.cast(images, tf.float32)
     single = images.shape.rank == 3
     return (images[None] if single else images), single
 
@@ -96,37 +98,21 @@ def _resize_crop(images, box, size):
 
 
 def _crop_flip_color(images, boxes, flip, color, size, color_impl):
-    """The XLA part of SimCLRAugment on a batch; boxes None means "no crop".
-
-    Two XLA programs, crop-and-flip then color: fused into one, XLA recomputed the
-    crop's gathers inside the color stages (2x slower at 224 px, bench_augment.py).
-    """
-    images = _crop_flip(images, boxes, flip, size)
+    """Crop + flip + color of SimCLRAugment on a batch; boxes None means "no crop"."""
+    if boxes is None:
+        images = _to_rgb(images)
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+    else:
+        images = _to_rgb(image_ops.crop_and_resize(images, boxes, size, flip))
     if color is None:
         return tf.clip_by_value(images, 0.0, 1.0)
     # Unclipped: as official, the first color op sees the bicubic overshoot.
     return _distort_colors(images, color, color_impl)
 
 
-@tf.function(jit_compile=True)
-def _crop_flip(images, boxes, flip, size):
-    images = _to_rgb(images)
-    if boxes is None:
-        images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
-    else:
-        images = image_ops.crop_and_resize(images, boxes, size, flip)
-    return images
-
-
-@tf.function(jit_compile=True)
-def _crop_batch(images, boxes, size):
-    return image_ops.crop_and_resize(_to_rgb(images), boxes, size)
-
-
-@tf.function(jit_compile=True)
 def _distort_colors(images, color, color_impl):
-    images = image_ops.color_distortion(_to_rgb(images), brightness_impl=color_impl, **color)
-    return tf.clip_by_value(images, 0.0, 1.0)
+    """Color distortion and the final clip to [0, 1]: float32 [B, H, W, 3]."""
+    return image_ops.color_distortion(_to_rgb(images), brightness_impl=color_impl, **color)
 
 
 class _SeededLayer(keras.layers.Layer):
@@ -216,13 +202,7 @@ class RandomResizedCrop(_SeededLayer):
 
     def apply_parameters(self, images, parameters):
         """Crops images [B, H, W, C] to parameters["boxes"] and resizes: [B, S, S, 3]."""
-        return _crop_batch(images, parameters["boxes"], self.size)
-
-    def _augment(self, images, seed, single):
-        parameters = self.sample_parameters(tf.shape(images), seed)
-        if single:
-            return _resize_crop(_to_rgb(images), parameters["boxes"][0], self.size)
-        return self.apply_parameters(images, parameters)
+        return _to_rgb(image_ops.crop_and_resize(images, parameters["boxes"], self.size))
 
     def _evaluate(self, images):
         return self._center_crop(images)
@@ -523,19 +503,6 @@ class SimCLRAugment(_SeededLayer):
         self._check_size(images)
         boxes = parameters["crop"]["boxes"] if self.crop else None
         images = _crop_flip_color(images, boxes, parameters["flip"]["flip"],
-                                  parameters.get("color"), self.image_size,
-                                  self.color_jitter_impl)
-        return self._blur(images, parameters)
-
-    def _augment(self, images, seed, single):
-        if not single:
-            return super()._augment(images, seed, single)
-        self._check_size(images)
-        parameters = self.sample_parameters(tf.shape(images), seed)
-        rgb = _to_rgb(images)
-        if self.crop:
-            rgb = _resize_crop(rgb, parameters["crop"]["boxes"][0], self.image_size)
-        images = _crop_flip_color(rgb, None, parameters["flip"]["flip"],
                                   parameters.get("color"), self.image_size,
                                   self.color_jitter_impl)
         return self._blur(images, parameters)

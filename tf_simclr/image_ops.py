@@ -30,30 +30,13 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python import xla as xla_ops
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 BRIGHTNESS_IMPLS = ("simclrv2", "simclrv1")
 NUM_JITTER_OPS = 4  # brightness, contrast, saturation, hue (this order of op ids)
 
-# tf.image.resize(method="bicubic") looks its Keys (a=-0.5) weights up in a table
-# of 1024 steps per pixel instead of evaluating the cubic; so do we, to match it.
-_KEYS_A = -0.5
-_KEYS_TABLE_SIZE = 1024
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
-
-def _keys_cubic_tables():
-    """Keys cubic weights at distances t (near) and 1 + t (far), t = i / 1024."""
-    steps = (np.arange(_KEYS_TABLE_SIZE + 1) / _KEYS_TABLE_SIZE).astype(np.float32)
-    t = steps.astype(np.float64)
-    near = ((_KEYS_A + 2) * t - (_KEYS_A + 3)) * t * t + 1
-    f = (steps + np.float32(1.0)).astype(np.float64)
-    far = ((_KEYS_A * f - 5 * _KEYS_A) * f + 8 * _KEYS_A) * f - 4 * _KEYS_A
-    return near.astype(np.float32), far.astype(np.float32)
-
-
-_KEYS_NEAR, _KEYS_FAR = _keys_cubic_tables()
+# Images processed concurrently by the per-image loops (tf.map_fn).
+_PARALLEL_IMAGES = 8
 
 
 def to_float_images(images):
@@ -232,91 +215,47 @@ def center_crop_boxes(heights, widths, crop_proportion=0.875, aspect_ratio=1.0):
                     axis=1)
 
 
-def bicubic_taps(starts, lengths, out_size):
-    """Source pixels and weights of tf.image.resize(method="bicubic") along one axis.
-
-    Resamples the segment [start, start + length) of an axis to `out_size` pixels
-    with half-pixel centers and Keys' cubic (a=-0.5, weights from TF's 1024-step
-    table); taps outside the segment get weight 0 and the rest are renormalised
-    (TF's border rule; the ignored taps' indices are clamped into the segment).
-
-    Args:
-      starts, lengths: int32 [B].
-    Returns:
-      indices int32 [B, out_size, 4] (absolute positions on the axis) and
-      weights float32 [B, out_size, 4].
-    """
-    starts = tf.convert_to_tensor(starts, tf.int32)
-    lengths = tf.convert_to_tensor(lengths, tf.int32)
-    scale = tf.cast(lengths, tf.float32) / tf.constant(out_size, tf.float32)
-    source = (tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * scale[:, None] - 0.5
-    floor = tf.floor(source)
-    step = tf.cast(tf.round((source - floor) * _KEYS_TABLE_SIZE), tf.int32)
-    near, far = tf.constant(_KEYS_NEAR), tf.constant(_KEYS_FAR)
-    back = _KEYS_TABLE_SIZE - step
-    weights = tf.stack([tf.gather(far, step), tf.gather(near, step),
-                        tf.gather(near, back), tf.gather(far, back)], axis=-1)
-    taps = tf.cast(floor, tf.int32)[..., None] + tf.range(-1, 3)
-    length = lengths[:, None, None]
-    weights = tf.where((taps >= 0) & (taps < length), weights, 0.0)
-    w0, w1, w2, w3 = tf.unstack(weights, axis=-1)
-    total = w0 + w1 + w2 + w3
-    inverse = tf.where(tf.abs(total) >= 1000.0 * _FLOAT32_TINY, 1.0 / total, 1.0)
-    weights = weights * inverse[..., None]
-    indices = starts[:, None, None] + tf.clip_by_value(taps, 0, length - 1)
-    return indices, weights
-
-
-def _weighted_taps(gathered, weights, tap_axis):
-    """sum_k weights[..., k] * gathered[k along tap_axis], in TF's summation order."""
-    taps = tf.unstack(gathered, axis=tap_axis)
-    total = taps[0] * weights[0]
-    for tap, weight in zip(taps[1:], weights[1:]):
-        total += tap * weight
-    return total
-
-
 def crop_and_resize(images, boxes, size, flip=None):
     """Bicubic resize of one crop box per image to size x size, optionally mirrored.
 
-    Equals tf.image.resize(crop, [size, size], "bicubic") of each image's explicit
-    crop (to float32 rounding), for crops of different sizes in one batch: each
-    output row/column is a 4-tap weighted sum of gathered source rows/columns.
+    Each image is tf.image.resize(crop, [size, size], "bicubic") of its explicit
+    crop (TF's native ResizeBicubic kernel, half-pixel centers, no antialias), one
+    image at a time in a tf.map_fn: the crops have different sizes, and the native
+    kernel on one image (in cache) is faster than any batched gather formulation
+    we measured (bench/bench_augment.py). Works for any input size, with no
+    compilation.
 
     Args:
-      images: [B, H, W, C] float32.
+      images: [B, H, W, C] float32, or uint8 (then scaled by 1/255 after the
+        resize, which is linear, so it equals resizing the scaled crop).
       boxes: int32 [B, 4] (offset_y, offset_x, height, width).
       size: output side S.
-      flip: optional bool [B]; True mirrors that image left-right (folded into the
-        column taps, so it costs nothing).
+      flip: optional bool [B]; True mirrors that view left-right.
     Returns:
       float32 [B, S, S, C].
     """
-    offset_y, offset_x, height, width = tf.unstack(boxes, axis=1)
-    rows, row_weights = bicubic_taps(offset_y, height, size)
-    cols, col_weights = bicubic_taps(offset_x, width, size)
-    if flip is not None:
-        cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
-        col_weights = tf.where(flip[:, None, None], tf.reverse(col_weights, [1]), col_weights)
-    return resample(images, rows, row_weights, cols, col_weights)
+    images = tf.convert_to_tensor(images)
+    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else None
+    if images.dtype not in (tf.uint8, tf.float32):
+        images = tf.cast(images, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.int32)
+    if flip is None:
+        flip = tf.zeros(tf.shape(boxes)[:1], tf.bool)
 
+    def resize_one(args):
+        image, box, mirror = args
+        offset_y, offset_x, height, width = tf.unstack(box)
+        crop = image[None, offset_y:offset_y + height, offset_x:offset_x + width]
+        view = tf.raw_ops.ResizeBicubic(images=crop, size=[size, size],
+                                        half_pixel_centers=True)[0]
+        if scale is not None:
+            view *= scale
+        return tf.cond(mirror, lambda: tf.reverse(view, [1]), lambda: view)
 
-def resample(images, rows, row_weights, cols, col_weights):
-    """Separable 4-tap resampling: rows first, then columns (as TF's bicubic kernel).
-
-    Args:
-      images: [B, H, W, C] float32.
-      rows, row_weights: [B, S, 4] int32 / float32 taps along H (see bicubic_taps).
-      cols, col_weights: [B, S, 4] taps along W.
-    Returns:
-      float32 [B, S, S, C].
-    """
-    gathered = tf.gather(images, rows, axis=1, batch_dims=1)  # [B, S, 4, W, C]
-    per_tap = tf.unstack(row_weights[:, :, :, None, None], axis=2)
-    resized_rows = _weighted_taps(gathered, per_tap, tap_axis=2)  # [B, S, W, C]
-    gathered = tf.gather(resized_rows, cols, axis=2, batch_dims=1)  # [B, S, S, 4, C]
-    per_tap = tf.unstack(col_weights[:, None, :, :, None], axis=3)
-    return _weighted_taps(gathered, per_tap, tap_axis=3)
+    return tf.map_fn(resize_one, (images, boxes, flip),
+                     fn_output_signature=tf.TensorSpec([size, size, images.shape[-1]],
+                                                       tf.float32),
+                     parallel_iterations=_PARALLEL_IMAGES)
 
 
 def _per_image(values):
@@ -340,35 +279,34 @@ def adjust_contrast(images, factors):
 
 
 def _to_planes(images):
-    """[B, H, W, 3] -> three [B, H, W] channel planes (contiguous: XLA vectorizes them)."""
-    return tf.unstack(tf.transpose(images, [3, 0, 1, 2]))
+    """[..., H, W, 3] -> three [..., H, W] channel planes."""
+    return tf.unstack(images, axis=-1)
 
 
 def _from_planes(planes):
-    return tf.transpose(tf.stack(planes), [1, 2, 3, 0])
+    return tf.stack(planes, axis=-1)
 
 
 def _per_plane(values):
     return tf.reshape(values, [-1, 1, 1])
 
 
-def _recolor_planes(red, green, blue, saturation_factors, hue_shift, saturation_mask=None):
+def _recolor_planes(red, green, blue, saturation_factors, hue_shift):
     """HSV saturation scaling and hue rotation of channel planes, computed in RGB.
 
-    Keeps each pixel's max channel v; where `saturation_factors` applies, scales
+    Keeps each pixel's max channel v; where `saturation_factors` is given, scales
     its chroma c = v - min by r = min(factor, v / c) (= clip(s * factor, 0, 1) / s
     with s = c / v, as tf.image.adjust_saturation); rotates its hue (in sextants,
     [0, 6)) by `hue_shift`. Channels are rebuilt from (min, chroma, hue) as in TF's
     AdjustHue kernel.
 
     Args:
-      red, green, blue: float32 [B, H, W].
-      saturation_factors: None (keep the chroma) or float32 [B, 1, 1] factors >= 0.
-      hue_shift: float32 [B] hue rotation in sextants.
-      saturation_mask: optional bool [B, 1, 1]; images where it is False keep
-        their chroma.
+      red, green, blue: float32 planes of one shape.
+      saturation_factors: None (keep the chroma) or float32 factors >= 0,
+        broadcastable to the planes.
+      hue_shift: float32 hue rotation in sextants, broadcastable to the planes.
     Returns:
-      (red, green, blue) float32 [B, H, W].
+      (red, green, blue) float32.
     """
     value = tf.maximum(tf.maximum(red, green), blue)
     chroma = value - tf.minimum(tf.minimum(red, green), blue)
@@ -378,13 +316,10 @@ def _recolor_planes(red, green, blue, saturation_factors, hue_shift, saturation_
                             (red - green) * inverse + 4.0))
     hue = tf.where(chroma > 0, hue, 0.0)
     hue = tf.where(hue < 0, hue + 6.0, hue)
-    hue += _per_plane(hue_shift)
+    hue += hue_shift
     hue = tf.where(hue < 0, hue + 6.0, tf.where(hue >= 6.0, hue - 6.0, hue))
     if saturation_factors is not None:
-        ratio = tf.minimum(saturation_factors, tf.maximum(value, 0.0) * inverse)
-        if saturation_mask is not None:
-            ratio = tf.where(saturation_mask, ratio, 1.0)
-        chroma *= ratio
+        chroma *= tf.minimum(saturation_factors, tf.maximum(value, 0.0) * inverse)
     minimum = value - chroma
     red = minimum + chroma * tf.clip_by_value(tf.abs(hue - 3.0) - 1.0, 0.0, 1.0)
     green = minimum + chroma * tf.clip_by_value(2.0 - tf.abs(hue - 2.0), 0.0, 1.0)
@@ -398,9 +333,7 @@ def adjust_saturation(images, factors):
     Pixels with max channel <= 0 become that max (the op's saturation is 0 there).
     factors: float32 [B] >= 0.
     """
-    planes = _recolor_planes(*_to_planes(images), _per_plane(factors),
-                             tf.zeros_like(factors))
-    return _from_planes(planes)
+    return _from_planes(_recolor_planes(*_to_planes(images), _per_plane(factors), 0.0))
 
 
 def adjust_hue(images, deltas):
@@ -408,7 +341,7 @@ def adjust_hue(images, deltas):
 
     deltas: float32 [B] in [-0.5, 0.5].
     """
-    return _from_planes(_recolor_planes(*_to_planes(images), None, deltas * 6.0))
+    return _from_planes(_recolor_planes(*_to_planes(images), None, _per_plane(deltas * 6.0)))
 
 
 def rgb_to_grayscale(images):
@@ -417,62 +350,78 @@ def rgb_to_grayscale(images):
     return tf.tile(gray[..., None], [1, 1, 1, 3])
 
 
-def _barrier(planes):
-    """XLA optimization barrier: the planes are computed once, before their consumers.
+def _jitter_stage(planes, op, scale, shift, contrast, saturation, hue):
+    """One jitter op of one image (op id: 0 brightness, 1 contrast, 2 saturation,
+    3 hue) on its 3 planes [H, W], then the clip to [0, 1]."""
 
-    Each jitter stage reads the previous stage's pixels many times (max, min, hue,
-    means); without the barrier XLA fuses the whole chain and recomputes earlier
-    stages inside later ones, which made the jitter several times slower to run
-    and to compile. Outside XLA it is the identity.
+    def affine(center, factor, offset):
+        return [(plane - center(plane)) * factor + offset(plane) for plane in planes]
+
+    def no_center(plane):
+        return 0.0
+
+    def mean(plane):
+        return tf.reduce_mean(plane)
+
+    branches = [
+        lambda: tf.stack(affine(no_center, scale, lambda plane: shift)),  # brightness
+        lambda: tf.stack(affine(mean, contrast, mean)),                   # contrast
+        lambda: tf.stack(_recolor_planes(*planes, saturation, 0.0)),      # saturation
+        lambda: tf.stack(_recolor_planes(*planes, None, hue * 6.0)),      # hue
+    ]
+    return tf.unstack(tf.clip_by_value(tf.switch_case(op, branches), 0.0, 1.0))
+
+
+@tf.function(jit_compile=True)
+def _distort_one(image, jitter, op_order, scale, shift, contrast, saturation, hue,
+                 grayscale):
+    """color_distortion of one image [H, W, 3], as one XLA program.
+
+    Each jitter stage is an XLA conditional that computes only the image's own op
+    (the stage's result is materialised once, so later stages do not recompute it).
+    Compiled once per image size, for any batch size.
     """
-    result = xla_ops.optimization_barrier(tf.stack(planes))
-    return tf.unstack(result[0] if isinstance(result, (list, tuple)) else result)
+    planes = tf.unstack(tf.transpose(image, [2, 0, 1]))  # contiguous planes vectorize
+
+    def jittered():
+        stage_planes = planes
+        for stage in range(NUM_JITTER_OPS):
+            stage_planes = _jitter_stage(stage_planes, op_order[stage], scale, shift,
+                                         contrast, saturation, hue)
+        return tf.stack(stage_planes)
+
+    planes = tf.unstack(tf.cond(jitter, jittered, lambda: tf.stack(planes)))
+    weights = [np.float32(w) for w in GRAYSCALE_WEIGHTS]
+    gray = planes[0] * weights[0] + planes[1] * weights[1] + planes[2] * weights[2]
+    planes = tf.where(grayscale, tf.stack([gray, gray, gray]), tf.stack(planes))
+    return tf.transpose(tf.clip_by_value(planes, 0.0, 1.0), [1, 2, 0])
 
 
-def _select_per_image(mask, when_true, when_false):
-    return tf.where(tf.reshape(mask, [-1, 1, 1, 1]), when_true, when_false)
-
-
-def _jitter_planes(planes, op_order, brightness, contrast, saturation, hue, brightness_impl):
-    """color_jitter on channel planes: 3 x [B, H, W] -> 3 x [B, H, W]."""
+def _brightness_scale_shift(brightness, brightness_impl):
     if brightness_impl not in BRIGHTNESS_IMPLS:
         raise ValueError(f"Expected brightness_impl in {BRIGHTNESS_IMPLS}. "
                          f"Received: brightness_impl={brightness_impl!r}")
     if brightness_impl == "simclrv2":
-        brightness_scale, brightness_shift = brightness, tf.zeros_like(brightness)
-    else:
-        brightness_scale, brightness_shift = tf.ones_like(brightness), brightness
-    for stage in range(NUM_JITTER_OPS):
-        op = op_order[:, stage]
-        is_contrast = _per_plane(tf.equal(op, 1))
-        scale = tf.where(is_contrast, _per_plane(contrast), _per_plane(brightness_scale))
-        affine = []
-        for plane in planes:
-            mean = tf.reduce_mean(plane, axis=[1, 2], keepdims=True)
-            center = tf.where(is_contrast, mean, 0.0)
-            shift = tf.where(is_contrast, mean, _per_plane(brightness_shift))
-            affine.append((plane - center) * scale + shift)
-        recolored = _recolor_planes(*planes, _per_plane(saturation),
-                                    tf.where(tf.equal(op, 3), hue * 6.0, 0.0),
-                                    saturation_mask=_per_plane(tf.equal(op, 2)))
-        is_affine = _per_plane(op < 2)
-        planes = _barrier([tf.clip_by_value(tf.where(is_affine, a, r), 0.0, 1.0)
-                           for a, r in zip(affine, recolored)])
-    return planes
+        return brightness, tf.zeros_like(brightness)
+    return tf.ones_like(brightness), brightness
 
 
-def color_jitter(images, op_order, brightness, contrast, saturation, hue,
-                 brightness_impl="simclrv2"):
-    """The four jitter ops in a per-image order, each followed by a clip to [0, 1].
+def color_distortion(images, jitter, op_order, brightness, contrast, saturation, hue,
+                     grayscale, brightness_impl="simclrv2"):
+    """Official random_color_jitter with given coins (jitter where `jitter`, then
+    grayscale where `grayscale`), then the official final clip to [0, 1].
 
-    Static shapes throughout (so XLA fuses it), on contiguous channel planes: at
-    each of the 4 stages, the two affine ops (brightness, contrast) share one
-    candidate, (x - center) * scale + shift, and the two HSV ops (saturation, hue)
-    share another, _recolor_planes with per-image (factor, shift); each image keeps
-    the candidate of its own op.
+    The jitter is the four ops in each image's own order, each followed by a clip
+    to [0, 1]. Runs image by image (tf.map_fn) through one XLA program per image
+    size that evaluates only each image's own op at each stage: batched, every op
+    had to be evaluated for every image and selected (4x the work, and XLA then
+    needed optimization barriers between stages); TF's native AdjustHue /
+    AdjustSaturation kernels are 3-4x slower than the fused program
+    (bench/bench_augment.py).
 
     Args:
       images: float32 [B, H, W, 3].
+      jitter, grayscale: bool [B] coins.
       op_order: int32 [B, 4], a permutation of op ids per image
         (0 brightness, 1 contrast, 2 saturation, 3 hue).
       brightness: float32 [B], a factor ("simclrv2") or an additive delta ("simclrv1").
@@ -481,30 +430,30 @@ def color_jitter(images, op_order, brightness, contrast, saturation, hue,
     Returns:
       float32 [B, H, W, 3] in [0, 1].
     """
-    return _from_planes(_jitter_planes(_to_planes(images), op_order, brightness, contrast,
-                                       saturation, hue, brightness_impl))
+    images = tf.convert_to_tensor(images, tf.float32)
+    scale, shift = _brightness_scale_shift(tf.convert_to_tensor(brightness, tf.float32),
+                                           brightness_impl)
+    return tf.map_fn(
+        lambda args: _distort_one(*args),
+        (images, tf.convert_to_tensor(jitter, tf.bool), tf.convert_to_tensor(op_order, tf.int32),
+         scale, shift, tf.convert_to_tensor(contrast, tf.float32),
+         tf.convert_to_tensor(saturation, tf.float32), tf.convert_to_tensor(hue, tf.float32),
+         tf.convert_to_tensor(grayscale, tf.bool)),
+        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+        parallel_iterations=_PARALLEL_IMAGES)
 
 
-def color_distortion(images, jitter, op_order, brightness, contrast, saturation, hue,
-                     grayscale, brightness_impl="simclrv2"):
-    """Official random_color_jitter with given coins: jitter where `jitter`, then gray.
+def color_jitter(images, op_order, brightness, contrast, saturation, hue,
+                 brightness_impl="simclrv2"):
+    """The four jitter ops in a per-image order, each followed by a clip to [0, 1].
 
-    Args:
-      images: float32 [B, H, W, 3].
-      jitter, grayscale: bool [B] coins.
-      op_order, brightness, contrast, saturation, hue, brightness_impl: see color_jitter.
+    Args: see color_distortion.
     Returns:
-      float32 [B, H, W, 3].
+      float32 [B, H, W, 3] in [0, 1].
     """
-    planes = _barrier(_to_planes(images))  # computed once (e.g. a crop-resize feeding us)
-    jittered = _jitter_planes(planes, op_order, brightness, contrast, saturation, hue,
-                              brightness_impl)
-    jitter = _per_plane(jitter)
-    planes = [tf.where(jitter, j, p) for j, p in zip(jittered, planes)]
-    weights = [np.float32(w) for w in GRAYSCALE_WEIGHTS]
-    gray = planes[0] * weights[0] + planes[1] * weights[1] + planes[2] * weights[2]
-    grayscale = _per_plane(grayscale)
-    return _from_planes([tf.where(grayscale, gray, p) for p in planes])
+    everyone = tf.ones_like(tf.convert_to_tensor(brightness), tf.bool)
+    return color_distortion(images, everyone, op_order, brightness, contrast, saturation,
+                            hue, tf.logical_not(everyone), brightness_impl)
 
 
 def gaussian_kernels(sigmas, radius):
