@@ -113,29 +113,26 @@ def train_images():
     return _train_images()
 
 
-@pytest.fixture(scope="module")
-def host_streams(tmp_path_factory, train_images):
-    """{(replicas, start step): batches up to step STEPS}, host augmentation."""
+def _streams(model_dir, train_images, augment_on):
+    """(config, source, {(replicas, start step): batches up to step STEPS})."""
     source = _source(train_images)
-    config = _config(tmp_path_factory.mktemp("host"), augment_on="host")
-    streams = {}
-    for replicas in (1, 2):
-        strategy = testutil.mirrored(replicas)
-        for start in (0, RESUME_AT):
-            streams[replicas, start] = _batches(strategy, source, config, start, STEPS - start)
-    return streams
-
-
-@pytest.fixture(scope="module")
-def device_streams(tmp_path_factory, train_images):
-    source = _source(train_images)
-    config = _config(tmp_path_factory.mktemp("device"), augment_on="device")
+    config = _config(model_dir, augment_on=augment_on)
     streams = {}
     for replicas in (1, 2):
         strategy = testutil.mirrored(replicas)
         for start in (0, RESUME_AT):
             streams[replicas, start] = _batches(strategy, source, config, start, STEPS - start)
     return config, source, streams
+
+
+@pytest.fixture(scope="module")
+def host_streams(tmp_path_factory, train_images):
+    return _streams(tmp_path_factory.mktemp("host"), train_images, "host")[2]
+
+
+@pytest.fixture(scope="module")
+def device_streams(tmp_path_factory, train_images):
+    return _streams(tmp_path_factory.mktemp("device"), train_images, "device")
 
 
 # Resume ----------------------------------------------------------------------------
