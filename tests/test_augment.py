@@ -368,6 +368,36 @@ def test_color_ops_run_in_each_images_own_order_with_a_clip_after_each():
     assert np.abs(swapped - out[0]).max() > 0.05
 
 
+@pytest.mark.parametrize("impl", ["simclrv2", "simclrv1"])
+def test_large_images_take_the_per_image_color_path_with_the_same_semantics(impl):
+    """Above 64 x 64 pixels color runs image by image (one XLA program per image)."""
+    side = 72
+    assert side * side > image_ops._SMALL_IMAGE_PIXELS
+    images = random_images((4, side, side, 3), rng_seed=10)
+    images[0, 0, 0] = [0.0, 0.0, 0.0]
+    images[1, 0, 0] = [0.5, 0.5, 0.5]
+    orders = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]]
+    brightness = 1.4 if impl == "simclrv2" else 0.2
+    values = {0: brightness, 1: 0.6, 2: 1.7, 3: -0.3}
+    jitter = np.array([True, True, True, False])
+    grayscale = np.array([False, True, False, True])
+    parameters = color_parameters(orders, brightness=values[0], contrast=values[1],
+                                  saturation=values[2], hue=values[3], jitter=jitter,
+                                  grayscale=grayscale)
+    out = ColorDistortion(impl=impl).apply_parameters(images, parameters).numpy()
+    ops = dict(NP_OPS)
+    if impl == "simclrv1":
+        ops[0] = lambda x, delta: np.clip(x + delta, 0, 1)
+    for i in range(4):
+        expected = images[i]
+        if jitter[i]:
+            for op in orders[i]:
+                expected = ops[op](expected, values[op])
+        if grayscale[i]:
+            expected = np_gray(expected)
+        np.testing.assert_allclose(out[i], expected, atol=5e-5)
+
+
 @pytest.mark.parametrize("strength,impl", [(1.0, "simclrv2"), (0.5, "simclrv2"),
                                            (1.0, "simclrv1")])
 def test_color_parameter_distributions(strength, impl):

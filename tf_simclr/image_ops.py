@@ -37,6 +37,10 @@ NUM_JITTER_OPS = 4  # brightness, contrast, saturation, hue (this order of op id
 
 # Images processed concurrently by the per-image loops (tf.map_fn).
 _PARALLEL_IMAGES = 8
+# Up to this many pixels per image, color_distortion runs on the whole batch at
+# once: per image, launching its XLA program cost more than the pixel work
+# (32 px, batch 256: 37 ms per image vs 9 ms batched; 96 px, batch 128: 40 vs 73).
+_SMALL_IMAGE_PIXELS = 64 * 64
 
 
 def to_float_images(images):
@@ -291,7 +295,7 @@ def _per_plane(values):
     return tf.reshape(values, [-1, 1, 1])
 
 
-def _recolor_planes(red, green, blue, saturation_factors, hue_shift):
+def _recolor_planes(red, green, blue, saturation_factors, hue_shift, saturation_mask=None):
     """HSV saturation scaling and hue rotation of channel planes, computed in RGB.
 
     Keeps each pixel's max channel v; where `saturation_factors` is given, scales
@@ -305,6 +309,7 @@ def _recolor_planes(red, green, blue, saturation_factors, hue_shift):
       saturation_factors: None (keep the chroma) or float32 factors >= 0,
         broadcastable to the planes.
       hue_shift: float32 hue rotation in sextants, broadcastable to the planes.
+      saturation_mask: optional bool, broadcastable; where False the chroma is kept.
     Returns:
       (red, green, blue) float32.
     """
@@ -319,7 +324,10 @@ def _recolor_planes(red, green, blue, saturation_factors, hue_shift):
     hue += hue_shift
     hue = tf.where(hue < 0, hue + 6.0, tf.where(hue >= 6.0, hue - 6.0, hue))
     if saturation_factors is not None:
-        chroma *= tf.minimum(saturation_factors, tf.maximum(value, 0.0) * inverse)
+        ratio = tf.minimum(saturation_factors, tf.maximum(value, 0.0) * inverse)
+        if saturation_mask is not None:
+            ratio = tf.where(saturation_mask, ratio, 1.0)
+        chroma *= ratio
     minimum = value - chroma
     red = minimum + chroma * tf.clip_by_value(tf.abs(hue - 3.0) - 1.0, 0.0, 1.0)
     green = minimum + chroma * tf.clip_by_value(2.0 - tf.abs(hue - 2.0), 0.0, 1.0)
@@ -397,6 +405,51 @@ def _distort_one(image, jitter, op_order, scale, shift, contrast, saturation, hu
     return tf.transpose(tf.clip_by_value(planes, 0.0, 1.0), [1, 2, 0])
 
 
+@tf.function(jit_compile=True)
+def _jitter_stage_batched(planes, op, scale, shift, contrast, saturation, hue):
+    """One jitter stage of a whole batch of small images: planes float32 [3, B, H, W].
+
+    Every image gets both candidates, the affine one (brightness or contrast) and
+    the HSV one (saturation or hue), and keeps its own op's; then the clip. One
+    XLA program per stage, so a stage's pixels are materialised once and never
+    recomputed inside the next stage.
+    """
+    is_contrast = _per_plane(tf.equal(op, 1))
+    factor = tf.where(is_contrast, _per_plane(contrast), _per_plane(scale))
+    means = tf.reduce_mean(planes, axis=[2, 3], keepdims=True)
+    center = tf.where(is_contrast, means, 0.0)
+    offset = tf.where(is_contrast, means, _per_plane(shift))
+    affine = (planes - center) * factor + offset
+    recolored = tf.stack(_recolor_planes(*tf.unstack(planes), _per_plane(saturation),
+                                         _per_plane(tf.where(tf.equal(op, 3), hue * 6.0, 0.0)),
+                                         saturation_mask=_per_plane(tf.equal(op, 2))))
+    return tf.clip_by_value(tf.where(_per_plane(op < 2), affine, recolored), 0.0, 1.0)
+
+
+@tf.function(jit_compile=True)
+def _to_planes_batched(images):
+    return tf.transpose(images, [3, 0, 1, 2])
+
+
+@tf.function(jit_compile=True)
+def _finish_batched(planes, jittered, jitter, grayscale):
+    planes = tf.where(_per_plane(jitter), jittered, planes)
+    weights = [np.float32(w) for w in GRAYSCALE_WEIGHTS]
+    gray = planes[0] * weights[0] + planes[1] * weights[1] + planes[2] * weights[2]
+    planes = tf.where(_per_plane(grayscale), tf.stack([gray, gray, gray]), planes)
+    return tf.transpose(tf.clip_by_value(planes, 0.0, 1.0), [1, 2, 3, 0])
+
+
+def _color_distortion_batched(images, jitter, op_order, scale, shift, contrast, saturation,
+                              hue, grayscale):
+    planes = _to_planes_batched(images)
+    jittered = planes
+    for stage in range(NUM_JITTER_OPS):
+        jittered = _jitter_stage_batched(jittered, op_order[:, stage], scale, shift, contrast,
+                                         saturation, hue)
+    return _finish_batched(planes, jittered, jitter, grayscale)
+
+
 def _brightness_scale_shift(brightness, brightness_impl):
     if brightness_impl not in BRIGHTNESS_IMPLS:
         raise ValueError(f"Expected brightness_impl in {BRIGHTNESS_IMPLS}. "
@@ -433,14 +486,16 @@ def color_distortion(images, jitter, op_order, brightness, contrast, saturation,
     images = tf.convert_to_tensor(images, tf.float32)
     scale, shift = _brightness_scale_shift(tf.convert_to_tensor(brightness, tf.float32),
                                            brightness_impl)
-    return tf.map_fn(
-        lambda args: _distort_one(*args),
-        (images, tf.convert_to_tensor(jitter, tf.bool), tf.convert_to_tensor(op_order, tf.int32),
-         scale, shift, tf.convert_to_tensor(contrast, tf.float32),
-         tf.convert_to_tensor(saturation, tf.float32), tf.convert_to_tensor(hue, tf.float32),
-         tf.convert_to_tensor(grayscale, tf.bool)),
-        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
-        parallel_iterations=_PARALLEL_IMAGES)
+    arguments = (tf.convert_to_tensor(jitter, tf.bool), tf.convert_to_tensor(op_order, tf.int32),
+                 scale, shift, tf.convert_to_tensor(contrast, tf.float32),
+                 tf.convert_to_tensor(saturation, tf.float32),
+                 tf.convert_to_tensor(hue, tf.float32), tf.convert_to_tensor(grayscale, tf.bool))
+    height, width = images.shape[1:3]
+    if height is not None and width is not None and height * width <= _SMALL_IMAGE_PIXELS:
+        return _color_distortion_batched(images, *arguments)
+    return tf.map_fn(lambda args: _distort_one(*args), (images, *arguments),
+                     fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+                     parallel_iterations=_PARALLEL_IMAGES)
 
 
 def color_jitter(images, op_order, brightness, contrast, saturation, hue,
