@@ -468,6 +468,19 @@ def test_blur_matches_scipy_separable_gaussian_with_zero_padding():
             np.testing.assert_allclose(out[i], expected, atol=2e-6)
 
 
+def test_blur_of_large_images_drops_only_negligible_tail_taps():
+    """Above 64 x 64 each image is blurred alone with the taps that matter (per sigma)."""
+    images = random_images((4, 72, 72, 3), rng_seed=5)
+    sigmas = np.array([0.1, 0.9, 1.6, 2.0], np.float32)
+    blur = np.array([True, True, False, True])
+    layer = RandomGaussianBlur(kernel_size=23)  # radius 11, as at 224 px
+    out = layer.apply_parameters(images, {"blur": tf.constant(blur),
+                                          "sigma": tf.constant(sigmas)}).numpy()
+    for i in range(4):
+        expected = np_blur(images[i], sigmas[i], 11) if blur[i] else images[i]
+        np.testing.assert_allclose(out[i], expected, atol=2e-6)
+
+
 def test_blur_kernel_size_is_a_tenth_of_the_side_odd():
     assert SimCLRAugment(224).blur.radius(224) == 11  # 23 x 23, as official
     assert SimCLRAugment(32).blur.radius(32) == 1     # 3 x 3
@@ -560,6 +573,30 @@ def test_simclr_augment_composes_its_parts():
     expected = ColorDistortion().apply_parameters(expected, parameters["color"])
     expected = RandomGaussianBlur(kernel_size=1).apply_parameters(expected, parameters["blur"])
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_large_views_run_image_by_image_and_equal_the_composed_parts(crop):
+    """Above 64 x 64 SimCLRAugment runs all its ops per image in one loop."""
+    side = 72
+    assert side * side > image_ops._SMALL_IMAGE_PIXELS
+    images = uint8_images((4, 80 if crop else side, 80 if crop else side, 3), rng_seed=7)
+    layer = SimCLRAugment(side, crop=crop)
+    parameters = layer.sample_parameters(images.shape, seed(22))
+    parameters["blur"]["blur"] = tf.constant([True, True, False, True])
+    parameters["color"]["jitter"] = tf.constant([True, False, True, True])
+    out = layer.apply_parameters(images, parameters).numpy()
+    if crop:
+        expected = RandomResizedCrop(side).apply_parameters(images, parameters["crop"])
+    else:
+        expected = images / np.float32(255.0)
+    expected = RandomFlip().apply_parameters(expected, parameters["flip"])
+    expected = ColorDistortion().apply_parameters(expected, parameters["color"])
+    expected = np.stack([
+        np_blur(view, sigma, layer.blur.radius(side)) if chosen else view
+        for view, chosen, sigma in zip(expected.numpy(), parameters["blur"]["blur"].numpy(),
+                                       parameters["blur"]["sigma"].numpy())])
+    np.testing.assert_allclose(out, expected, atol=2e-5)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])

@@ -502,6 +502,11 @@ class SimCLRAugment(_SeededLayer):
         """Applies sample_parameters' draws to images [B, H, W, C]: [B, S, S, 3]."""
         self._check_size(images)
         boxes = parameters["crop"]["boxes"] if self.crop else None
+        if self.image_size ** 2 > image_ops._SMALL_IMAGE_PIXELS:
+            return image_ops.augment_per_image(
+                images, boxes, parameters["flip"]["flip"], parameters.get("color"),
+                parameters.get("blur") if self.use_blur else None, self.image_size,
+                self.blur.radius(self.image_size), self.color_jitter_impl)
         images = _crop_flip_color(images, boxes, parameters["flip"]["flip"],
                                   parameters.get("color"), self.image_size,
                                   self.color_jitter_impl)

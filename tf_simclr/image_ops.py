@@ -490,8 +490,7 @@ def color_distortion(images, jitter, op_order, brightness, contrast, saturation,
                  scale, shift, tf.convert_to_tensor(contrast, tf.float32),
                  tf.convert_to_tensor(saturation, tf.float32),
                  tf.convert_to_tensor(hue, tf.float32), tf.convert_to_tensor(grayscale, tf.bool))
-    height, width = images.shape[1:3]
-    if height is not None and width is not None and height * width <= _SMALL_IMAGE_PIXELS:
+    if _is_small(images):
         return _color_distortion_batched(images, *arguments)
     return tf.map_fn(lambda args: _distort_one(*args), (images, *arguments),
                      fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
@@ -552,11 +551,44 @@ def gaussian_blur(images, sigmas, radius):
     return tf.transpose(blurred, [2, 0, 1, 3])
 
 
+# A blur tap is dropped when all taps beyond it weigh less than this (of a kernel
+# normalised to 1): the views change by less than float32 rounding of [0, 1].
+_BLUR_TAIL = 1e-8
+
+
+def _effective_radius(taps, radius):
+    """Smallest r <= radius whose taps beyond r sum to <= _BLUR_TAIL; taps [2R + 1]."""
+    half = taps[radius:]  # distances 0..R
+    beyond = 2.0 * (tf.reduce_sum(half) - tf.cumsum(half))  # weight beyond each distance
+    return tf.reduce_min(tf.where(beyond <= _BLUR_TAIL, tf.range(radius + 1), radius))
+
+
+def _blur_one(image, taps, radius):
+    """One image [H, W, C] blurred with its taps [2R + 1], tails under _BLUR_TAIL
+    dropped (sigma 0.1..2 needs 2..23 of the 23 taps at 224 px), clipped to [0, 1]."""
+    effective = _effective_radius(taps, radius)
+    taps = taps[radius - effective:radius + effective + 1]
+    channels = image.shape[-1]
+    horizontal = tf.tile(tf.reshape(taps, [1, -1, 1, 1]), [1, 1, channels, 1])
+    vertical = tf.tile(tf.reshape(taps, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    blurred = tf.nn.depthwise_conv2d(image[None], horizontal, [1, 1, 1, 1], "SAME")
+    blurred = tf.nn.depthwise_conv2d(blurred, vertical, [1, 1, 1, 1], "SAME")
+    return tf.clip_by_value(blurred[0], 0.0, 1.0)
+
+
+def _is_small(images):
+    height, width = images.shape[1:3]
+    return height is not None and width is not None and height * width <= _SMALL_IMAGE_PIXELS
+
+
 def random_blur(images, blur, sigmas, radius):
     """Blur only the images where `blur`, each with its sigma; then clip to [0, 1].
 
     The official batch_random_blur blurs every image and keeps it where the coin
     says so; blurring only the chosen ones gives the same result for half the work.
+    Images above 64 x 64 are blurred one by one, each dropping the kernel's tail
+    taps that weigh less than 1e-8 in all (small sigmas need far fewer than
+    2R + 1 taps); small images in one depthwise convolution of the whole batch.
 
     Args:
       images: float32 [B, H, W, C].
@@ -571,7 +603,85 @@ def random_blur(images, blur, sigmas, radius):
                                 radius)
         return tf.tensor_scatter_nd_update(images, chosen, blurred)
 
+    if not _is_small(images):  # image by image, each with its own number of taps
+        return tf.map_fn(
+            lambda args: tf.cond(args[1], lambda: _blur_one(args[0], args[2], radius),
+                                 lambda: tf.clip_by_value(args[0], 0.0, 1.0)),
+            (images, blur, gaussian_kernels(sigmas, radius)),
+            fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+            parallel_iterations=_PARALLEL_IMAGES)
     # A convolution over zero channels is an error, so a batch without a blurred
     # image (e.g. a single image whose coin says no) skips it.
     images = tf.cond(tf.size(chosen) > 0, blur_chosen, lambda: images)
     return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def augment_per_image(images, boxes, flip, color, blur, size, radius,
+                      brightness_impl="simclrv2"):
+    """SimCLRAugment's pixel work image by image in one tf.map_fn: crop (if boxes),
+    flip, color distortion (if color), clip, blur (if blur).
+
+    The same ops as crop_and_resize, color_distortion and random_blur one after
+    another, but each image goes through all of them while it is in cache (at 224
+    px this saved a fifth of the time of the three batched calls).
+
+    Args:
+      images: uint8 or float32 [B, H, W, C], C in {1, 3}.
+      boxes: int32 [B, 4] crop boxes, or None for images already size x size.
+      flip: bool [B].
+      color: None or the dict of color_distortion's per-image arguments.
+      blur: None or {"blur": bool [B], "sigma": float32 [B]}.
+      size: output side S; radius: python int blur radius.
+    Returns:
+      float32 [B, S, S, 3] in [0, 1].
+    """
+    images = tf.convert_to_tensor(images)
+    uint8 = images.dtype == tf.uint8
+    if not uint8:
+        images = tf.cast(images, tf.float32)
+    batch_size = tf.shape(images)[0]
+    channels = images.shape[-1]
+    arguments = {"image": images, "flip": tf.convert_to_tensor(flip, tf.bool)}
+    if boxes is not None:
+        arguments["box"] = tf.convert_to_tensor(boxes, tf.int32)
+    if color is not None:
+        scale, shift = _brightness_scale_shift(
+            tf.convert_to_tensor(color["brightness"], tf.float32), brightness_impl)
+        arguments["color"] = (
+            tf.convert_to_tensor(color["jitter"], tf.bool),
+            tf.convert_to_tensor(color["op_order"], tf.int32), scale, shift,
+            tf.convert_to_tensor(color["contrast"], tf.float32),
+            tf.convert_to_tensor(color["saturation"], tf.float32),
+            tf.convert_to_tensor(color["hue"], tf.float32),
+            tf.convert_to_tensor(color["grayscale"], tf.bool))
+    if blur is not None:
+        arguments["blur"] = tf.convert_to_tensor(blur["blur"], tf.bool)
+        arguments["taps"] = tf.reshape(gaussian_kernels(blur["sigma"], radius),
+                                       [batch_size, 2 * radius + 1])
+
+    def one(args):
+        image = args["image"]
+        if "box" in args:
+            offset_y, offset_x, height, width = tf.unstack(args["box"])
+            crop = image[None, offset_y:offset_y + height, offset_x:offset_x + width]
+            image = tf.raw_ops.ResizeBicubic(images=crop, size=[size, size],
+                                             half_pixel_centers=True)[0]
+        else:
+            image = tf.cast(image, tf.float32)
+        if uint8:
+            image *= 1.0 / 255.0
+        if channels == 1:
+            image = tf.tile(image, [1, 1, 3])
+        image = tf.cond(args["flip"], lambda: tf.reverse(image, [1]), lambda: image)
+        if "color" in args:
+            image = _distort_one(image, *args["color"])
+        else:
+            image = tf.clip_by_value(image, 0.0, 1.0)
+        if "blur" in args:
+            image = tf.cond(args["blur"], lambda: _blur_one(image, args["taps"], radius),
+                            lambda: image)
+        return image
+
+    return tf.map_fn(one, arguments, fn_output_signature=tf.TensorSpec([size, size, 3],
+                                                                       tf.float32),
+                     parallel_iterations=_PARALLEL_IMAGES)
