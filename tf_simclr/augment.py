@@ -21,14 +21,16 @@ takes the next seed of its own `keras.random.SeedGenerator(seed)`; under a
 tf.distribute strategy pass explicit per-replica seeds instead (the generator's
 state cannot be updated from a replica context).
 
-Speed. The pixel work runs image by image inside one batched call (tf.map_fn,
-several images at a time): each view is cropped by TF's native bicubic resize of
-its own box (any input size, no compilation), then its color distortion runs as
-one small XLA program per image size that evaluates only the image's own jitter
-op at each stage; the blur is one depthwise convolution over only the images
-that get blurred. Per image, the pixels stay in cache from one op to the next,
-which made this several times faster than whole-batch formulations (XLA
-gathers, or every jitter op evaluated for every image). See
+Speed. Views above 64 x 64 are made image by image inside one batched call
+(image_ops.augment_per_image, a tf.map_fn running several images at a time): TF's
+native bicubic resize of the image's own crop box (any input size, no
+compilation), then its color distortion as one small XLA program per image size
+that evaluates only the image's own jitter op at each stage, then its blur with
+only the kernel taps that matter for its sigma. Each image stays in cache from
+one op to the next; this is several times faster than the whole-batch
+formulations we had (XLA gathers; every jitter op evaluated for every image).
+Small views (CIFAR) are cheaper batched: color runs as one XLA program per jitter
+stage over the whole batch and the blur as one depthwise convolution. See
 bench/bench_augment.py.
 """
 
