@@ -13,7 +13,12 @@ Three ways to make views from the same in-memory uint8 images, in one process:
 at two presets: 32 px from 32x32 inputs, s=0.5, no blur (the README CIFAR command)
 and 224 px from 256x256 inputs, s=1.0, blur on. The methods take turns for
 `--rounds` rounds, since the machine may be shared; the table shows the best and
-the median round. Results go to bench/results/augment.json.
+the median round. Each round of a tf.data method builds a fresh iterator and
+drops it afterwards: an iterator left alive keeps prefetching in the background,
+which both steals CPU from the method being timed and hands its own next round
+ready-made batches. Besides wall-clock views/s, the table gives views per
+CPU-second of this process (less sensitive to other jobs on a shared machine)
+and the load average. Results go to bench/results/augment.json.
 
     TF_ENABLE_ONEDNN_OPTS=1 python bench/bench_augment.py [--iterations 10] [--rounds 3]
 
@@ -22,6 +27,7 @@ layer as the train step runs it; "tf.data batched" maps it over batches).
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -135,12 +141,14 @@ def direct_views(augment, batch_size, images):
 
 
 def seconds_per_batch(next_batch, iterations, warmup):
+    """(wall seconds, CPU seconds of this process) per batch."""
     for _ in range(warmup):
         next_batch().numpy()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(iterations):
         next_batch().numpy()
-    return (time.perf_counter() - start) / iterations
+    return ((time.perf_counter() - start) / iterations,
+            (time.process_time() - cpu_start) / iterations)
 
 
 def bench_preset(image_size, batch_size, iterations, warmup, rounds):
@@ -152,23 +160,33 @@ def bench_preset(image_size, batch_size, iterations, warmup, rounds):
     ).astype(np.uint8)
     augment = SimCLRAugment(image_size, color_jitter_strength=preset["color_jitter_strength"],
                             use_blur=preset["use_blur"])
-    sources = {
-        "tf.data batched": batched_dataset_views(augment, batch_size, images).__next__,
-        "direct batched": direct_views(augment, batch_size, images),
-        "tf.data per-image": official_style_views(
+    direct = direct_views(augment, batch_size, images)
+    sources = {  # fresh tf.data iterators per round (see the module docstring)
+        "tf.data batched": lambda: batched_dataset_views(augment, batch_size, images).__next__,
+        "direct batched": lambda: direct,
+        "tf.data per-image": lambda: official_style_views(
             image_size, preset["color_jitter_strength"], preset["use_blur"], batch_size,
             images).__next__,
     }
     views_per_second = {method: [] for method in METHODS}
+    views_per_cpu_second = {method: [] for method in METHODS}
+    loads = []
     for _ in range(rounds):
         for method in METHODS:
-            seconds = seconds_per_batch(sources[method], iterations, warmup)
+            next_batch = sources[method]()
+            seconds, cpu_seconds = seconds_per_batch(next_batch, iterations, warmup)
+            del next_batch
+            gc.collect()
             views_per_second[method].append(batch_size / seconds)
-            warmup = max(1, warmup // 2)
+            views_per_cpu_second[method].append(batch_size / cpu_seconds)
+            loads.append(os.getloadavg()[0])
     return {
         "image_size": image_size, **preset, "batch_size": batch_size,
         "views_per_second": {m: {"best": max(v), "median": statistics.median(v), "rounds": v}
                              for m, v in views_per_second.items()},
+        "views_per_cpu_second": {m: {"best": max(v), "median": statistics.median(v),
+                                     "rounds": v} for m, v in views_per_cpu_second.items()},
+        "load_average_1min": {"min": min(loads), "max": max(loads)},
     }
 
 
@@ -210,13 +228,20 @@ def main(argv=None):
     results = [bench_preset(size, args.batch_size, args.iterations, args.warmup, args.rounds)
                for size in args.sizes]
     print(f"\n{'size':>5} {'method':<18} {'best views/s':>13} {'median':>9} "
-          f"{'x per-image (best)':>19}")
+          f"{'x per-image (best)':>19} {'views/CPU-s':>12} {'x per-image':>12}")
     for result in results:
         rates = result["views_per_second"]
+        cpu_rates = result["views_per_cpu_second"]
         baseline = rates["tf.data per-image"]["best"]
+        cpu_baseline = cpu_rates["tf.data per-image"]["best"]
         for method in METHODS:
             print(f"{result['image_size']:>5} {method:<18} {rates[method]['best']:>13.0f} "
-                  f"{rates[method]['median']:>9.0f} {rates[method]['best'] / baseline:>18.2f}x")
+                  f"{rates[method]['median']:>9.0f} {rates[method]['best'] / baseline:>18.2f}x "
+                  f"{cpu_rates[method]['best']:>12.0f} "
+                  f"{cpu_rates[method]['best'] / cpu_baseline:>11.2f}x")
+        load = result["load_average_1min"]
+        print(f"{result['image_size']:>5} load average (1 min) during the runs: "
+              f"{load['min']:.1f}..{load['max']:.1f} on {os.cpu_count()} CPUs")
     ratios = {result["image_size"]: result["views_per_second"]["direct batched"]["best"]
               / result["views_per_second"]["tf.data per-image"]["best"] for result in results}
     for size, ratio in ratios.items():
