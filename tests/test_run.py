@@ -5,6 +5,7 @@ Messages are checked in-process through `job.run` (it raises the errors that
 checked on real `python -m tf_simclr.run` processes over a generated image folder.
 """
 
+import json
 import os
 import random
 import re
@@ -243,3 +244,46 @@ def test_sigterm_and_sigkill_lose_nothing_saved_and_resume_to_the_last_step(tmp_
     assert max(_checkpoint_steps(model_dir)) == total
     assert f"step {killed_at + 1}/{total}" in text and f"step {killed_at}/{total}" not in text
     _assert_checkpoints_readable(model_dir)
+
+
+def _scalars(model_dir):
+    """{tag: [(step, value)]} from every TensorBoard events file in model_dir."""
+    from tensorboard.backend.event_processing import event_accumulator
+    values = {}
+    for name in os.listdir(model_dir):
+        if name.startswith("events.out.tfevents"):
+            events = event_accumulator.EventAccumulator(
+                os.path.join(model_dir, name), size_guidance={"tensors": 0})
+            events.Reload()
+            for tag in events.Tags()["tensors"]:
+                values.setdefault(tag, []).extend(
+                    (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag))
+    return values
+
+
+def test_train_then_eval_writes_results_summaries_and_a_matching_export(tmp_path):
+    _image_folder(tmp_path / "images")
+    config = _bad_config(tmp_path, mode="train_then_eval", train_steps=3, checkpoint_steps=3,
+                         train_split="train[:75%]", eval_split="train[75%:]",
+                         eval_batch_size=8, keep_hub_module_max=1)
+    results = job.run(config)
+    model_dir = tmp_path / "run"
+    assert results["global_step"] == 3
+    saved = json.loads((model_dir / "result.json").read_text())
+    assert saved["eval"]["num_eval_examples"] == 16
+    assert saved["eval"]["label_top_1_accuracy"] == results["eval"]["label_top_1_accuracy"]
+    scalars = _scalars(model_dir)
+    assert [step for step, _ in scalars["train/contrast_loss"]] == [3]  # one loop of 3 steps
+    assert scalars["eval/label_top_1_accuracy"] == [
+        (3, pytest.approx(results["eval"]["label_top_1_accuracy"]))]
+    assert len(scalars["learning_rate"]) == len(scalars["train/total_loss"])
+    # The export after eval holds the trained weights: its features equal the model's.
+    module = tf.saved_model.load(results["eval"]["saved_model"])
+    images = tf.random.stateless_uniform([4, 16, 16, 3], [1, 2])
+    from tf_simclr import model as model_lib
+    model = model_lib.build_model(config, num_classes=2)
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(str(model_dir))).expect_partial()
+    np.testing.assert_allclose(module(images, training=False).numpy(),
+                               model(images, training=False)["final_avg_pool"].numpy(),
+                               rtol=1e-5, atol=1e-6)

@@ -24,6 +24,7 @@ from tf_simclr import config as config_lib
 from tf_simclr import datasets
 from tf_simclr import evaluator
 from tf_simclr import input_pipeline
+from tf_simclr import progress
 from tf_simclr import strategy as strategy_lib
 from tf_simclr import trainer
 
@@ -82,6 +83,9 @@ def _export_after_eval(config, state):
 
 def _evaluate_and_export(config, state, source, chief):
     result = evaluator.evaluate(state, source)
+    progress.Summaries(config.train.model_dir, enabled=chief).scalars(
+        result["global_step"], {k: v for k, v in result.items() if k != "global_step"},
+        prefix="eval/")
     if chief:
         result["saved_model"] = _export_after_eval(config, state)
         _write_json(os.path.join(config.train.model_dir,

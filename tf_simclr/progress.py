@@ -73,8 +73,3 @@ class Summaries:
             for name, value in values.items():
                 tf.summary.scalar(prefix + name, value)
         self._writer.flush()
-
-    def images(self, step, name, images, max_outputs=8):
-        with self._writer.as_default(step=step):
-            tf.summary.image(name, images, max_outputs=max_outputs)
-        self._writer.flush()
