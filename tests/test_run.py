@@ -210,7 +210,7 @@ def _wait_for_checkpoint(process, model_dir, at_least, timeout=300):
 
 def test_sigterm_and_sigkill_lose_nothing_saved_and_resume_to_the_last_step(tmp_path):
     data_dir = _image_folder(tmp_path / "images")
-    model_dir, total = tmp_path / "run", 24
+    model_dir, total = tmp_path / "run", 64  # the kill below must land before the end
 
     # SIGTERM: the run saves the step it reached, says so, and exits 143.
     process, log = _start(model_dir, data_dir, total)
@@ -226,11 +226,12 @@ def test_sigterm_and_sigkill_lose_nothing_saved_and_resume_to_the_last_step(tmp_
     # SIGKILL at a random moment after the next checkpoint: nothing breaks.
     process, log = _start(model_dir, data_dir, total)
     _wait_for_checkpoint(process, model_dir, terminated_at + 4)
-    time.sleep(random.Random(0).uniform(0.0, 1.5))
+    time.sleep(random.Random(0).uniform(0.0, 0.5))
     process.kill()
     process.wait(timeout=60)
     log.close()
     killed_at = max(_checkpoint_steps(model_dir))
+    assert killed_at < total, "the run ended before the kill; raise `total`"
     assert f"resumed from {model_dir}/ckpt-{terminated_at} at step {terminated_at}" in open(
         log.name).read()
     _assert_checkpoints_readable(model_dir)
