@@ -19,6 +19,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from hub_export import exporter
 from tf_simclr import checkpointing
 from tf_simclr import config as config_lib
 from tf_simclr import datasets
@@ -70,10 +71,8 @@ def _export_after_eval(config, state):
         return None
     root = os.path.join(config.train.model_dir, SAVED_MODEL_DIRNAME)
     path = os.path.join(root, str(state.step))
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    from hub_export import exporter  # pylint: disable=import-outside-toplevel
-    exporter.export_saved_model(state.model, config, path)
+    # A re-evaluation of the same step replaces its export only once the new one is whole.
+    exporter.export_saved_model(state.model, config, path, overwrite=True)
     steps = sorted(int(name) for name in os.listdir(root) if name.isdigit())
     for old in steps[:-keep]:
         shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)

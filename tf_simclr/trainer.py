@@ -11,6 +11,7 @@ across replicas, so the update equals the single-device update on the global
 batch (tests/test_trainer.py checks 2 replicas against 1).
 """
 
+import math
 import signal
 
 from absl import logging
@@ -105,10 +106,6 @@ class TrainState:
             if self.config.train.zero_init_logits_layer:
                 model_lib.zero_init_logits_layer(self.model)
         return step
-
-
-def _finite(values):
-    return all(tf.math.is_finite(v).numpy() for v in values.values())
 
 
 class Trainer:
@@ -245,20 +242,18 @@ class Trainer:
             while step < self.total_steps:
                 to_checkpoint = self.checkpoint_every - step % self.checkpoint_every
                 n = min(self.loop_steps, to_checkpoint, self.total_steps - step)
-                values = loop(iterator, tf.constant(n))
+                values = {k: float(v) for k, v in loop(iterator, tf.constant(n)).items()}
                 step = state.step
-                if not _finite(values):
+                if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDiverged(
-                        f"the loss is not finite at step {step} "
-                        f"({ {k: float(v) for k, v in values.items()} }); training stopped "
+                        f"the loss is not finite at step {step} ({values}); training stopped "
                         f"and the last good checkpoint ({state.checkpointer.latest}) is kept.")
-                values = {k: float(v) for k, v in values.items()}
                 self.history.append((step, values))
                 images_per_second = progress.log(step, values)
-                summaries.scalars(step, values, prefix="train/")
                 summaries.scalars(step, {
-                    "learning_rate": float(self.state.learning_rate(step)),
-                    "train/images_per_second": images_per_second})
+                    **{f"train/{k}": v for k, v in values.items()},
+                    "train/images_per_second": images_per_second,
+                    "learning_rate": float(state.learning_rate(step))})
                 if step % self.checkpoint_every == 0 or step == self.total_steps or sigterm.raised:
                     path = state.checkpointer.save()
                     logging.info("saved %s", path)
