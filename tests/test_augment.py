@@ -247,6 +247,35 @@ def test_crop_resize_with_folded_flip_mirrors_the_view():
         np.testing.assert_allclose(flipped[i], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_vectorized_crop_resize_equals_tf_image_resize_of_each_explicit_crop(dtype):
+    """The matrix form reproduces ResizeBicubic's weights (table, borders, flip)."""
+    images = uint8_images((4, 20, 24, 3), rng_seed=8)
+    if dtype == "float32":
+        images = images / np.float32(255.0)
+    boxes = tf.constant(FIXED_BOXES)
+    flip = tf.constant([False, True, False, True])
+    eager = image_ops.crop_and_resize_vectorized(images, boxes, 16, flip).numpy()
+    compiled = tf.function(image_ops.crop_and_resize_vectorized, jit_compile=True)(
+        images, boxes, 16, flip).numpy()  # XLA: every shape static
+    assert eager.shape == (4, 16, 16, 3) and eager.dtype == np.float32
+    floats = images.astype(np.float32) / (255.0 if dtype == "uint8" else 1.0)
+    for i, (y, x, h, w) in enumerate(FIXED_BOXES):
+        expected = tf.image.resize(floats[i, y:y + h, x:x + w][None], [16, 16], "bicubic")[0]
+        expected = expected.numpy()[:, ::-1] if flip[i] else expected.numpy()
+        np.testing.assert_allclose(eager[i], expected, atol=2e-6)
+        np.testing.assert_allclose(compiled[i], expected, atol=2e-6)
+
+
+def test_vectorized_crop_resize_on_sampled_boxes_downscale_and_upscale():
+    images = random_images((64, 40, 40, 3), rng_seed=9)
+    boxes = image_ops.sample_distorted_crop_boxes(seed(10), tf.fill([64], 40), tf.fill([64], 40))
+    for size in (24, 56):  # crops of 12..40 px: both directions
+        np.testing.assert_allclose(
+            image_ops.crop_and_resize_vectorized(images, boxes, size).numpy(),
+            image_ops.crop_and_resize(images, boxes, size).numpy(), atol=3e-6)
+
+
 def test_flip_rate_and_effect():
     layer = RandomFlip()
     flips = layer.sample_parameters([8000, 4, 4, 3], seed(3))["flip"].numpy()
@@ -599,6 +628,32 @@ def test_large_views_run_image_by_image_and_equal_the_composed_parts(crop):
     np.testing.assert_allclose(out, expected, atol=2e-5)
 
 
+@pytest.mark.parametrize("crop", [True, False])
+def test_vectorized_views_equal_the_default_views_and_compile_with_xla(crop):
+    """vectorized=True: the same views, every shape static (XLA, as on a TPU)."""
+    side = 72  # above 64 x 64, where the default path goes image by image
+    images = uint8_images((6, 80 if crop else side, 80 if crop else side, 3), rng_seed=11)
+    default = SimCLRAugment(side, crop=crop)
+    vectorized = SimCLRAugment(side, crop=crop, vectorized=True)
+    parameters = default.sample_parameters(images.shape, seed(23))
+    parameters["blur"]["blur"] = tf.constant([True, True, False, True, False, True])
+    parameters["color"]["jitter"] = tf.constant([True, False, True, True, True, True])
+    parameters["color"]["grayscale"] = tf.constant([False, False, True, False, True, False])
+    expected = default.apply_parameters(images, parameters).numpy()
+    np.testing.assert_allclose(vectorized.apply_parameters(images, parameters).numpy(),
+                               expected, atol=2e-5)
+    compiled = tf.function(vectorized.apply_parameters, jit_compile=True)
+    np.testing.assert_allclose(compiled(images, parameters).numpy(), expected, atol=2e-5)
+
+
+def test_vectorized_small_views_compile_with_xla():
+    layer = SimCLRAugment(16, vectorized=True)
+    parameters = layer.sample_parameters(BATCH.shape, seed(24))
+    expected = SimCLRAugment(16).apply_parameters(BATCH, parameters).numpy()
+    compiled = tf.function(layer.apply_parameters, jit_compile=True)
+    np.testing.assert_allclose(compiled(BATCH, parameters).numpy(), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
 def test_output_is_float32_in_unit_range(dtype):
     images = BATCH if dtype == "uint8" else (BATCH / 255.0).astype(dtype)
@@ -660,6 +715,7 @@ LAYERS = {
     "blur": lambda: RandomGaussianBlur(kernel_size=5),
     "center": lambda: CenterCropResize(36),
     "simclr": lambda: SimCLRAugment(16),
+    "simclr_vectorized": lambda: SimCLRAugment(16, vectorized=True),
 }
 
 

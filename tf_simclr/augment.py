@@ -21,17 +21,24 @@ takes the next seed of its own `keras.random.SeedGenerator(seed)`; under a
 tf.distribute strategy pass explicit per-replica seeds instead (the generator's
 state cannot be updated from a replica context).
 
-Speed. Views above 64 x 64 are made image by image inside one batched call
-(image_ops.augment_per_image, a tf.map_fn running several images at a time): TF's
-native bicubic resize of the image's own crop box (any input size, no
-compilation), then its color distortion as one small XLA program per image size
-that evaluates only the image's own jitter op at each stage, then its blur with
-only the kernel taps that matter for its sigma. Each image stays in cache from
-one op to the next; this is several times faster than the whole-batch
-formulations we had (XLA gathers; every jitter op evaluated for every image).
-Small views (CIFAR) are cheaper batched: color runs as one XLA program per jitter
-stage over the whole batch and the blur as one depthwise convolution. See
-bench/bench_augment.py.
+Two ways to do the pixel work, same views (to float rounding):
+
+* `vectorized=True`: every op on the whole batch with static shapes and no
+  per-image loop. The crop is two batched matrix products with each image's
+  bicubic weights (image_ops.crop_and_resize_vectorized), color runs as one XLA
+  program per jitter stage that evaluates every op and keeps each image's own,
+  the blur is one depthwise convolution of all images. It compiles with XLA, so
+  it is the form for TPUs (and GPUs) when augmenting inside the train step.
+* `vectorized=False` (default), fastest on a CPU, where a pass over a whole batch
+  of 224 px images costs more memory traffic than the arithmetic: the crop uses
+  TF's native bicubic kernel on each image's own box (a tf.map_fn), and views
+  above 64 x 64 go through all their ops image by image while in cache
+  (image_ops.augment_per_image): color as one small XLA program that evaluates
+  only the image's own jitter op at each stage, blur with only the kernel taps
+  that matter for its sigma. Small views (CIFAR) take the batched color and blur.
+
+Random parameters are drawn for the whole batch at once either way. See
+bench/bench_augment.py for the speed of both.
 """
 
 import keras
@@ -99,22 +106,33 @@ def _resize_crop(images, box, size):
     return tf.image.resize(crop, [size, size], method="bicubic")
 
 
-def _crop_flip_color(images, boxes, flip, color, size, color_impl):
+def _crop_and_resize(images, boxes, size, flip, vectorized):
+    crop = image_ops.crop_and_resize_vectorized if vectorized else image_ops.crop_and_resize
+    return _to_rgb(crop(images, boxes, size, flip))
+
+
+def _crop_flip_color(images, boxes, flip, color, size, color_impl, vectorized):
     """Crop + flip + color of SimCLRAugment on a batch; boxes None means "no crop"."""
     if boxes is None:
         images = _to_rgb(images)
         images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
     else:
-        images = _to_rgb(image_ops.crop_and_resize(images, boxes, size, flip))
+        images = _crop_and_resize(images, boxes, size, flip, vectorized)
     if color is None:
         return tf.clip_by_value(images, 0.0, 1.0)
     # Unclipped: as official, the first color op sees the bicubic overshoot.
-    return _distort_colors(images, color, color_impl)
+    return _distort_colors(images, color, color_impl, vectorized)
 
 
-def _distort_colors(images, color, color_impl):
+def _distort_colors(images, color, color_impl, vectorized):
     """Color distortion and the final clip to [0, 1]: float32 [B, H, W, 3]."""
-    return image_ops.color_distortion(_to_rgb(images), brightness_impl=color_impl, **color)
+    return image_ops.color_distortion(_to_rgb(images), brightness_impl=color_impl,
+                                      vectorized=vectorized, **color)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
 
 
 class _SeededLayer(keras.layers.Layer):
@@ -176,19 +194,24 @@ class RandomResizedCrop(_SeededLayer):
     Args:
       size: output side S.
       sampler: "official" or "paper".
+      vectorized: resize the whole batch with static shapes
+        (image_ops.crop_and_resize_vectorized: XLA / TPU / GPU) instead of each
+        crop with TF's native kernel (fastest on a CPU).
       seed: optional int for the layer's seed generator.
 
     Call: images uint8 or float [B, H, W, C] or [H, W, C], C in {1, 3};
     `seed` optional int [2]. Returns float32 [B, S, S, 3] (or [S, S, 3]).
     """
 
-    def __init__(self, size, sampler="official", seed=None, **kwargs):
+    def __init__(self, size, sampler="official", vectorized=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         _check_positive_int("size", size)
         if sampler not in CROP_SAMPLERS:
             raise ValueError(f"Expected `sampler` in {CROP_SAMPLERS}. Received: sampler={sampler!r}")
+        _check_bool("vectorized", vectorized)
         self.size = size
         self.sampler = sampler
+        self.vectorized = vectorized
         self._center_crop = CenterCropResize(size)
 
     def sample_parameters(self, image_shape, seed):
@@ -204,7 +227,7 @@ class RandomResizedCrop(_SeededLayer):
 
     def apply_parameters(self, images, parameters):
         """Crops images [B, H, W, C] to parameters["boxes"] and resizes: [B, S, S, 3]."""
-        return _to_rgb(image_ops.crop_and_resize(images, parameters["boxes"], self.size))
+        return _crop_and_resize(images, parameters["boxes"], self.size, None, self.vectorized)
 
     def _evaluate(self, images):
         return self._center_crop(images)
@@ -214,7 +237,7 @@ class RandomResizedCrop(_SeededLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(size=self.size, sampler=self.sampler)
+        config.update(size=self.size, sampler=self.sampler, vectorized=self.vectorized)
         return config
 
 
@@ -261,6 +284,8 @@ class ColorDistortion(_SeededLayer):
     Args:
       strength: s in [0, 1.25] (the official op rejects contrast factors < 0).
       impl: "simclrv2" or "simclrv1" (brightness only).
+      vectorized: every op on the whole batch at any image size (static shapes)
+        instead of image by image above 64 x 64 (fastest on a CPU).
       seed: optional int for the layer's seed generator.
 
     Call: images [B, H, W, C] or [H, W, C] (uint8 or float, C in {1, 3}); `seed`
@@ -268,7 +293,7 @@ class ColorDistortion(_SeededLayer):
     images as float RGB).
     """
 
-    def __init__(self, strength=1.0, impl="simclrv2", seed=None, **kwargs):
+    def __init__(self, strength=1.0, impl="simclrv2", vectorized=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if not 0.0 <= strength <= MAX_COLOR_JITTER_STRENGTH:
             raise ValueError(f"Expected `strength` in [0, {MAX_COLOR_JITTER_STRENGTH}] "
@@ -276,8 +301,10 @@ class ColorDistortion(_SeededLayer):
                              f">= 0, as in tf.image.random_contrast). Received: strength={strength!r}")
         if impl not in COLOR_JITTER_IMPLS:
             raise ValueError(f"Expected `impl` in {COLOR_JITTER_IMPLS}. Received: impl={impl!r}")
+        _check_bool("vectorized", vectorized)
         self.strength = strength
         self.impl = impl
+        self.vectorized = vectorized
 
     @property
     def enabled(self):
@@ -314,14 +341,14 @@ class ColorDistortion(_SeededLayer):
     def apply_parameters(self, images, parameters):
         if not self.enabled:
             return _to_rgb(images)
-        return _distort_colors(images, parameters, self.impl)
+        return _distort_colors(images, parameters, self.impl, self.vectorized)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 3)
 
     def get_config(self):
         config = super().get_config()
-        config.update(strength=self.strength, impl=self.impl)
+        config.update(strength=self.strength, impl=self.impl, vectorized=self.vectorized)
         return config
 
 
@@ -337,14 +364,17 @@ class RandomGaussianBlur(_SeededLayer):
       kernel_size: optional int; None takes height // 10 of the input.
       probability: of blurring an image.
       sigma_range: (low, high) of the uniform sigma.
+      vectorized: blur every image in one batched convolution and keep the chosen
+        ones (static shapes) instead of only the chosen ones, one by one above
+        64 x 64 (fastest on a CPU).
       seed: optional int for the layer's seed generator.
 
     Call: images [B, H, W, C] or [H, W, C] (uint8 or float, C in {1, 3}); `seed`
     optional int [2]. Returns float32 [B, H, W, 3] (training=False: unchanged).
     """
 
-    def __init__(self, kernel_size=None, probability=0.5, sigma_range=(0.1, 2.0), seed=None,
-                 **kwargs):
+    def __init__(self, kernel_size=None, probability=0.5, sigma_range=(0.1, 2.0),
+                 vectorized=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if kernel_size is not None:
             _check_positive_int("kernel_size", kernel_size)
@@ -352,9 +382,11 @@ class RandomGaussianBlur(_SeededLayer):
         if len(sigma_range) != 2 or not 0.0 < sigma_range[0] <= sigma_range[1]:
             raise ValueError("Expected `sigma_range` = (low, high) with 0 < low <= high. "
                              f"Received: sigma_range={sigma_range!r}")
+        _check_bool("vectorized", vectorized)
         self.kernel_size = kernel_size
         self.probability = probability
         self.sigma_range = tuple(sigma_range)
+        self.vectorized = vectorized
 
     def sample_parameters(self, image_shape, seed):
         """{"blur": bool [B], "sigma": float32 [B]}."""
@@ -376,7 +408,7 @@ class RandomGaussianBlur(_SeededLayer):
     def apply_parameters(self, images, parameters):
         images = _to_rgb(images)
         return image_ops.random_blur(images, parameters["blur"], parameters["sigma"],
-                                     self.radius(images.shape[1]))
+                                     self.radius(images.shape[1]), self.vectorized)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 3)
@@ -384,7 +416,7 @@ class RandomGaussianBlur(_SeededLayer):
     def get_config(self):
         config = super().get_config()
         config.update(kernel_size=self.kernel_size, probability=self.probability,
-                      sigma_range=self.sigma_range)
+                      sigma_range=self.sigma_range, vectorized=self.vectorized)
         return config
 
 
@@ -458,6 +490,9 @@ class SimCLRAugment(_SeededLayer):
       color_jitter_impl: "simclrv2" (multiplicative brightness) or "simclrv1" (additive).
       crop_sampler: "official" (tf.image.sample_distorted_bounding_box) or "paper".
       crop: False when inputs are already S x S: no random resized crop.
+      vectorized: every op on the whole batch with static shapes, no per-image
+        loop: for XLA, TPUs and GPUs (see the module docstring). False (default)
+        is the fastest on a CPU.
       seed: optional int for the layer's seed generator.
 
     Call: images uint8 (scaled by 1/255) or float in [0, 1], [B, H, W, C] or
@@ -467,20 +502,25 @@ class SimCLRAugment(_SeededLayer):
     """
 
     def __init__(self, image_size, color_jitter_strength=1.0, use_blur=True,
-                 color_jitter_impl="simclrv2", crop_sampler="official", crop=True, seed=None,
-                 **kwargs):
+                 color_jitter_impl="simclrv2", crop_sampler="official", crop=True,
+                 vectorized=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         _check_positive_int("image_size", image_size)
+        _check_bool("vectorized", vectorized)
         self.image_size = image_size
         self.color_jitter_strength = color_jitter_strength
         self.use_blur = use_blur
         self.color_jitter_impl = color_jitter_impl
         self.crop_sampler = crop_sampler
         self.crop = crop
-        self.random_crop = RandomResizedCrop(image_size, sampler=crop_sampler)
+        self.vectorized = vectorized
+        self.random_crop = RandomResizedCrop(image_size, sampler=crop_sampler,
+                                             vectorized=vectorized)
         self.flip = RandomFlip()
-        self.color = ColorDistortion(color_jitter_strength, impl=color_jitter_impl)
-        self.blur = RandomGaussianBlur(kernel_size=max(1, image_size // 10))
+        self.color = ColorDistortion(color_jitter_strength, impl=color_jitter_impl,
+                                     vectorized=vectorized)
+        self.blur = RandomGaussianBlur(kernel_size=max(1, image_size // 10),
+                                       vectorized=vectorized)
         self.center_crop = CenterCropResize(image_size)
 
     def sample_parameters(self, image_shape, seed):
@@ -504,14 +544,14 @@ class SimCLRAugment(_SeededLayer):
         """Applies sample_parameters' draws to images [B, H, W, C]: [B, S, S, 3]."""
         self._check_size(images)
         boxes = parameters["crop"]["boxes"] if self.crop else None
-        if self.image_size ** 2 > image_ops._SMALL_IMAGE_PIXELS:
+        if not self.vectorized and self.image_size ** 2 > image_ops._SMALL_IMAGE_PIXELS:
             return image_ops.augment_per_image(
                 images, boxes, parameters["flip"]["flip"], parameters.get("color"),
                 parameters.get("blur") if self.use_blur else None, self.image_size,
                 self.blur.radius(self.image_size), self.color_jitter_impl)
         images = _crop_flip_color(images, boxes, parameters["flip"]["flip"],
                                   parameters.get("color"), self.image_size,
-                                  self.color_jitter_impl)
+                                  self.color_jitter_impl, self.vectorized)
         return self._blur(images, parameters)
 
     def _blur(self, images, parameters):
@@ -538,5 +578,6 @@ class SimCLRAugment(_SeededLayer):
         config.update(image_size=self.image_size,
                       color_jitter_strength=self.color_jitter_strength,
                       use_blur=self.use_blur, color_jitter_impl=self.color_jitter_impl,
-                      crop_sampler=self.crop_sampler, crop=self.crop)
+                      crop_sampler=self.crop_sampler, crop=self.crop,
+                      vectorized=self.vectorized)
         return config

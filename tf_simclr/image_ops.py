@@ -262,6 +262,88 @@ def crop_and_resize(images, boxes, size, flip=None):
                      parallel_iterations=_PARALLEL_IMAGES)
 
 
+# TF's ResizeBicubic (half-pixel centers) reads its Keys cubic weights (a = -0.5)
+# from a table at 1024 sub-pixel offsets, computed in double and stored as float32:
+# rows are offsets i / 1024, columns the weight at distance i / 1024 and 1 + i / 1024.
+_BICUBIC_TABLE_SIZE = 1024
+
+
+def _keys_cubic_table(a=-0.5):
+    near = np.arange(_BICUBIC_TABLE_SIZE + 1, dtype=np.float64) / _BICUBIC_TABLE_SIZE
+    far = near + 1.0
+    return np.stack([((a + 2) * near - (a + 3)) * near * near + 1,
+                     ((a * far - 5 * a) * far + 8 * a) * far - 4 * a], axis=1).astype(np.float32)
+
+
+_KEYS_CUBIC_TABLE = _keys_cubic_table()
+
+
+def _bicubic_taps(starts, lengths, size):
+    """ResizeBicubic's taps along one axis of each crop: source indices and weights.
+
+    Output position s samples the crop at (s + 0.5) * length / size - 0.5 from its
+    4 neighbours; neighbours outside the crop get weight 0 and the others are
+    renormalised to sum to 1 (the op's half-pixel-centers behaviour).
+
+    Args:
+      starts, lengths: int32 [B], the crop's first index and length on this axis.
+      size: output length S.
+    Returns:
+      (int32 [B, S, 4] indices into the whole axis, float32 [B, S, 4] weights).
+    """
+    scale = tf.cast(lengths, tf.float32)[:, None] / float(size)
+    position = (tf.range(size, dtype=tf.float32)[None, :] + 0.5) * scale - 0.5
+    base = tf.floor(position)
+    offset = tf.cast(tf.round((position - base) * _BICUBIC_TABLE_SIZE), tf.int32)  # lrintf
+    table = tf.constant(_KEYS_CUBIC_TABLE)
+    mirrored = _BICUBIC_TABLE_SIZE - offset
+    weights = tf.stack([tf.gather(table[:, 1], offset), tf.gather(table[:, 0], offset),
+                        tf.gather(table[:, 0], mirrored), tf.gather(table[:, 1], mirrored)],
+                       axis=-1)
+    taps = tf.cast(base, tf.int32)[..., None] + tf.range(-1, 3)
+    inside = (taps >= 0) & (taps < lengths[:, None, None])
+    weights = tf.where(inside, weights, 0.0)
+    total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    weights = tf.where(tf.abs(total) >= 1000.0 * np.finfo(np.float32).tiny,
+                       weights * (1.0 / total), weights)
+    indices = starts[:, None, None] + tf.clip_by_value(taps, 0, lengths[:, None, None] - 1)
+    return indices, weights
+
+
+def _interpolation_matrices(starts, lengths, size, axis_length):
+    """float32 [B, S, axis_length]: row s holds output s's bicubic weights."""
+    indices, weights = _bicubic_taps(starts, lengths, size)
+    return tf.reduce_sum(tf.one_hot(indices, axis_length, dtype=tf.float32)
+                         * weights[..., None], axis=2)
+
+
+def crop_and_resize_vectorized(images, boxes, size, flip=None):
+    """crop_and_resize as two batched matrix products, with static shapes.
+
+    Each view is R_b @ image_b @ C_b^T (per channel), where R_b [S, H] and C_b [S, W]
+    hold the ResizeBicubic weights of image b's crop box (zero outside it); a flip
+    reverses the rows of C_b. No per-image loop and no data-dependent shape, so it
+    compiles with XLA (TPU) and runs as a few large kernels on a GPU; on a CPU the
+    per-image crop_and_resize does far fewer operations.
+
+    Args, returns: as crop_and_resize.
+    """
+    images = tf.convert_to_tensor(images)
+    uint8 = images.dtype == tf.uint8
+    images = tf.cast(images, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.int32)
+    offset_y, offset_x, height, width = tf.unstack(boxes, axis=1)
+    rows = _interpolation_matrices(offset_y, height, size, tf.shape(images)[1])
+    columns = _interpolation_matrices(offset_x, width, size, tf.shape(images)[2])
+    if uint8:
+        rows *= 1.0 / 255.0
+    if flip is not None:
+        columns = tf.where(tf.convert_to_tensor(flip, tf.bool)[:, None, None],
+                           tf.reverse(columns, [1]), columns)
+    resized = tf.einsum("bsh,bhwc->bswc", rows, images)
+    return tf.einsum("btw,bswc->bstc", columns, resized)
+
+
 def _per_image(values):
     return tf.reshape(values, [-1, 1, 1, 1])
 
@@ -460,17 +542,17 @@ def _brightness_scale_shift(brightness, brightness_impl):
 
 
 def color_distortion(images, jitter, op_order, brightness, contrast, saturation, hue,
-                     grayscale, brightness_impl="simclrv2"):
+                     grayscale, brightness_impl="simclrv2", vectorized=False):
     """Official random_color_jitter with given coins (jitter where `jitter`, then
     grayscale where `grayscale`), then the official final clip to [0, 1].
 
     The jitter is the four ops in each image's own order, each followed by a clip
-    to [0, 1]. Runs image by image (tf.map_fn) through one XLA program per image
-    size that evaluates only each image's own op at each stage: batched, every op
-    had to be evaluated for every image and selected (4x the work, and XLA then
-    needed optimization barriers between stages); TF's native AdjustHue /
-    AdjustSaturation kernels are 3-4x slower than the fused program
-    (bench/bench_augment.py).
+    to [0, 1]. Above 64 x 64 pixels it runs image by image (tf.map_fn) through
+    one XLA program per image size that evaluates only each image's own op at each
+    stage: batched, every op is evaluated for every image and selected (4x the
+    work); TF's native AdjustHue / AdjustSaturation kernels are 3-4x slower than
+    the fused program (bench/bench_augment.py). Small images, or `vectorized`,
+    take the batched form (one XLA program per stage over the whole batch).
 
     Args:
       images: float32 [B, H, W, 3].
@@ -480,6 +562,7 @@ def color_distortion(images, jitter, op_order, brightness, contrast, saturation,
       brightness: float32 [B], a factor ("simclrv2") or an additive delta ("simclrv1").
       contrast, saturation: float32 [B] factors; hue: float32 [B] deltas in turns.
       brightness_impl: "simclrv2" or "simclrv1".
+      vectorized: True takes the batched form at any size.
     Returns:
       float32 [B, H, W, 3] in [0, 1].
     """
@@ -490,7 +573,7 @@ def color_distortion(images, jitter, op_order, brightness, contrast, saturation,
                  scale, shift, tf.convert_to_tensor(contrast, tf.float32),
                  tf.convert_to_tensor(saturation, tf.float32),
                  tf.convert_to_tensor(hue, tf.float32), tf.convert_to_tensor(grayscale, tf.bool))
-    if _is_small(images):
+    if vectorized or _is_small(images):
         return _color_distortion_batched(images, *arguments)
     return tf.map_fn(lambda args: _distort_one(*args), (images, *arguments),
                      fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
@@ -581,21 +664,26 @@ def _is_small(images):
     return height is not None and width is not None and height * width <= _SMALL_IMAGE_PIXELS
 
 
-def random_blur(images, blur, sigmas, radius):
+def random_blur(images, blur, sigmas, radius, vectorized=False):
     """Blur only the images where `blur`, each with its sigma; then clip to [0, 1].
 
     The official batch_random_blur blurs every image and keeps it where the coin
     says so; blurring only the chosen ones gives the same result for half the work.
     Images above 64 x 64 are blurred one by one, each dropping the kernel's tail
     taps that weigh less than 1e-8 in all (small sigmas need far fewer than
-    2R + 1 taps); small images in one depthwise convolution of the whole batch.
+    2R + 1 taps); small images in one depthwise convolution of the chosen ones.
+    `vectorized` blurs every image in one depthwise convolution and keeps the
+    chosen ones, as official: static shapes, for XLA.
 
     Args:
       images: float32 [B, H, W, C].
-      blur: bool [B]; sigmas: float32 [B]; radius: python int.
+      blur: bool [B]; sigmas: float32 [B]; radius: python int; vectorized: bool.
     Returns:
       float32 [B, H, W, C] in [0, 1].
     """
+    if vectorized:
+        blurred = tf.where(_per_image(blur), gaussian_blur(images, sigmas, radius), images)
+        return tf.clip_by_value(blurred, 0.0, 1.0)
     chosen = tf.where(blur)
 
     def blur_chosen():
