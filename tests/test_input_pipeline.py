@@ -519,3 +519,20 @@ def test_order_and_views_do_not_depend_on_the_global_seed(tmp_path, train_images
     for global_seed in (0, 7):
         for step, other in zip(reference, _batches(strategy, source, config, 0, 4, global_seed)):
             _assert_nests_equal(other[0], step[0])
+
+
+def test_device_augmenter_on_a_tpu_is_vectorized_and_gives_the_host_views(
+        host_streams, device_streams):
+    """With --use_tpu the step-side augmentation has static shapes (it compiles with
+    XLA here, as a TPU step must) and makes the same pixels as the host."""
+    config, source, streams = device_streams
+    tpu_config = config.replace(use_tpu=True)
+    assert input_pipeline.steps_on_accelerator(tpu_config)
+    augmenter = input_pipeline.device_augmenter(tpu_config, source.info)
+    assert augmenter.vectorized
+    assert not input_pipeline.device_augmenter(config, source.info).vectorized
+    compiled = tf.function(augmenter, jit_compile=True)
+    host, device = host_streams[2, 0][0], streams[2, 0][0]
+    for replica in range(2):
+        for got, want in zip(compiled(device[replica]), host[replica]["views"]):
+            np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)

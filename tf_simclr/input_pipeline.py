@@ -46,7 +46,7 @@ def num_views(config):
     return 2 if config.train.train_mode == "pretrain" else 1
 
 
-def train_augment(config, crop=True):
+def train_augment(config, crop=True, vectorized=False):
     """The SimCLRAugment of a run: the full policy when pretraining, crop+flip else."""
     pretrain = config.train.train_mode == "pretrain"
     return augment.SimCLRAugment(
@@ -54,7 +54,7 @@ def train_augment(config, crop=True):
         color_jitter_strength=config.augment.color_jitter_strength if pretrain else 0.0,
         use_blur=config.augment.use_blur and pretrain,
         color_jitter_impl=config.augment.color_jitter_impl,
-        crop_sampler=config.augment.crop_sampler, crop=crop)
+        crop_sampler=config.augment.crop_sampler, crop=crop, vectorized=vectorized)
 
 
 def check_image_size(config, info):
@@ -168,22 +168,34 @@ class DeviceAugmenter:
 
     Works in tf.data (host augmentation) and inside `strategy.run` (device).
     `fixed_size`: the inputs are the uncropped images (crop in the batched op);
-    otherwise they were cropped per example already.
+    otherwise they were cropped per example already. `vectorized`: see
+    augment.SimCLRAugment (static shapes, for TPUs and GPUs).
     """
 
-    def __init__(self, config, fixed_size):
-        self._augment = train_augment(config, crop=fixed_size)
+    def __init__(self, config, fixed_size, vectorized=False):
+        self._augment = train_augment(config, crop=fixed_size, vectorized=vectorized)
+
+    @property
+    def vectorized(self):
+        return self._augment.vectorized
 
     def __call__(self, batch):
         return tuple(self._augment.apply_parameters(images, parameters)
                      for images, parameters in zip(batch["inputs"], batch["parameters"]))
 
 
+def steps_on_accelerator(config):
+    """Whether the train step runs on TPUs or GPUs, where the step-side
+    augmentation is vectorized (a TPU step must compile with static shapes)."""
+    return config.hardware.use_tpu or bool(tf.config.list_logical_devices("GPU"))
+
+
 def device_augmenter(config, info):
     """The step-side augmenter for augment_on=device, else None."""
     if config.augment.augment_on != "device":
         return None
-    return DeviceAugmenter(config, info.image_shape is not None)
+    return DeviceAugmenter(config, info.image_shape is not None,
+                           vectorized=steps_on_accelerator(config))
 
 
 def distributed_train_dataset(strategy, source, config, start_step):

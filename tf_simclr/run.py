@@ -46,7 +46,7 @@ _HELP = {
                     "code (uniform aspect, uniform height, area >= 0.1); paper: area "
                     "uniform in (0.08, 1), log-uniform aspect.",
     "augment_on": "[ext] Where to run the augmentation: host (tf.data) or device (inside "
-                  "the train step).",
+                  "the train step; vectorized with static shapes on TPUs and GPUs).",
     # model
     "resnet_depth": "Depth of ResNet.",
     "width_multiplier": "Multiplier to change width of network (fractional widths allowed).",
