@@ -1,9 +1,11 @@
 """Views/second of the SimCLR augmentation: batched layers vs the official per-image style.
 
-Three ways to make views from the same in-memory uint8 images, in one process:
+Four ways to make views from the same in-memory uint8 images, in one process:
 
   tf.data batched  SimCLRAugment mapped over batches (dataset.batch(B).map(aug))
   direct batched   SimCLRAugment called in a tf.function on a fixed batch (device style)
+  direct vectorized  the same with vectorized=True (static shapes, no per-image
+                   loop: the form a TPU step compiles), in a tf.function
   tf.data per-image  the official style: a per-image dataset.map of
                    sample_distorted_bounding_box + crop + tf.image.resize(bicubic),
                    random_flip_left_right, color jitter with p=0.8 in a random order
@@ -48,7 +50,7 @@ PRESETS = {
     32: {"input_size": 32, "color_jitter_strength": 0.5, "use_blur": False, "batch_size": 256},
     224: {"input_size": 256, "color_jitter_strength": 1.0, "use_blur": True, "batch_size": 64},
 }
-METHODS = ("tf.data batched", "direct batched", "tf.data per-image")
+METHODS = ("tf.data batched", "direct batched", "direct vectorized", "tf.data per-image")
 NUM_SOURCE_IMAGES = 256
 
 
@@ -161,9 +163,13 @@ def bench_preset(image_size, batch_size, iterations, warmup, rounds):
     augment = SimCLRAugment(image_size, color_jitter_strength=preset["color_jitter_strength"],
                             use_blur=preset["use_blur"])
     direct = direct_views(augment, batch_size, images)
+    vectorized = direct_views(
+        SimCLRAugment(image_size, color_jitter_strength=preset["color_jitter_strength"],
+                      use_blur=preset["use_blur"], vectorized=True), batch_size, images)
     sources = {  # fresh tf.data iterators per round (see the module docstring)
         "tf.data batched": lambda: batched_dataset_views(augment, batch_size, images).__next__,
         "direct batched": lambda: direct,
+        "direct vectorized": lambda: vectorized,
         "tf.data per-image": lambda: official_style_views(
             image_size, preset["color_jitter_strength"], preset["use_blur"], batch_size,
             images).__next__,
@@ -227,7 +233,7 @@ def main(argv=None):
 
     results = [bench_preset(size, args.batch_size, args.iterations, args.warmup, args.rounds)
                for size in args.sizes]
-    print(f"\n{'size':>5} {'method':<18} {'best views/s':>13} {'median':>9} "
+    print(f"\n{'size':>5} {'method':<19} {'best views/s':>13} {'median':>9} "
           f"{'x per-image (best)':>19} {'views/CPU-s':>12} {'x per-image':>12}")
     for result in results:
         rates = result["views_per_second"]
@@ -235,7 +241,7 @@ def main(argv=None):
         baseline = rates["tf.data per-image"]["best"]
         cpu_baseline = cpu_rates["tf.data per-image"]["best"]
         for method in METHODS:
-            print(f"{result['image_size']:>5} {method:<18} {rates[method]['best']:>13.0f} "
+            print(f"{result['image_size']:>5} {method:<19} {rates[method]['best']:>13.0f} "
                   f"{rates[method]['median']:>9.0f} {rates[method]['best'] / baseline:>18.2f}x "
                   f"{cpu_rates[method]['best']:>12.0f} "
                   f"{cpu_rates[method]['best'] / cpu_baseline:>11.2f}x")
