@@ -343,14 +343,20 @@ def field_names():
     return [f.name for cls in _GROUPS.values() for f in dataclasses.fields(cls)]
 
 
+def write_atomically(path, text):
+    """Writes `text` to `path` under a temporary name and renames it into place, so
+    a reader (or a resumed run after a kill) never sees a partial file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def save(config, directory):
     """Writes config.json into `directory` atomically; returns its path."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CONFIG_FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config.to_json())
-    os.replace(tmp, path)
+    write_atomically(path, config.to_json())
     return path
 
 

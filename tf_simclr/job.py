@@ -58,10 +58,7 @@ def linear_eval_config(pretrain_config):
 
 
 def _write_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    config_lib.write_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _export_after_eval(config, state):
