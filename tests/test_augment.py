@@ -820,6 +820,8 @@ def test_bad_seed_raises_value_error_naming_it(bad_seed, pattern):
     (lambda: RandomResizedCrop(16.5), r"size=16\.5"),
     (lambda: CenterCropResize(16, crop_proportion=1.5), r"crop_proportion=1\.5"),
     (lambda: SimCLRAugment(16, seed="x"), r"seed='x'"),
+    (lambda: SimCLRAugment(16, vectorized="yes"), r"vectorized='yes'"),
+    (lambda: RandomGaussianBlur(vectorized=1), r"vectorized=1"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(make, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -185,9 +185,12 @@ class DeviceAugmenter:
 
 
 def steps_on_accelerator(config):
-    """Whether the train step runs on TPUs or GPUs, where the step-side
-    augmentation is vectorized (a TPU step must compile with static shapes)."""
-    return config.hardware.use_tpu or bool(tf.config.list_logical_devices("GPU"))
+    """Whether the train step runs on TPUs or GPUs (as strategy.py decides), where
+    the step-side augmentation is vectorized (a TPU step must compile with static
+    shapes)."""
+    hardware = config.hardware
+    return hardware.use_tpu or (hardware.cpu_replicas <= 1
+                                and bool(tf.config.list_physical_devices("GPU")))
 
 
 def device_augmenter(config, info):
