@@ -71,6 +71,21 @@ def _first_accepted(accepted, candidates, fallback):
     return tf.where((index < attempts)[:, None], chosen, fallback)
 
 
+def _candidate_draws(seed, heights, widths, max_attempts, dtype=tf.float32):
+    """Four uniform draws per candidate box, for the crop samplers.
+
+    Args:
+      seed: int tensor [2]; heights, widths: int [B]; max_attempts: A.
+    Returns:
+      (heights, widths) int32 [B], then four `dtype` [B, A] uniforms in [0, 1).
+    """
+    heights = tf.convert_to_tensor(heights, tf.int32)
+    widths = tf.convert_to_tensor(widths, tf.int32)
+    draws = tf.random.stateless_uniform([4, tf.shape(heights)[0], max_attempts], seed,
+                                        dtype=dtype)
+    return (heights, widths, *tf.unstack(draws, axis=0))
+
+
 def _whole_image_boxes(heights, widths):
     zeros = tf.zeros_like(heights)
     return tf.stack([zeros, zeros, heights, widths], axis=1)
@@ -99,11 +114,8 @@ def sample_distorted_crop_boxes(seed, heights, widths, min_object_covered=0.1,
     Returns:
       int32 [B, 4] boxes (offset_y, offset_x, height, width).
     """
-    heights = tf.convert_to_tensor(heights, tf.int32)
-    widths = tf.convert_to_tensor(widths, tf.int32)
-    batch_size = tf.shape(heights)[0]
-    u_aspect, u_height, u_y, u_x = tf.unstack(
-        tf.random.stateless_uniform([4, batch_size, max_attempts], seed), axis=0)
+    heights, widths, u_aspect, u_height, u_y, u_x = _candidate_draws(
+        seed, heights, widths, max_attempts)
     image_h = heights[:, None]
     image_w = widths[:, None]
     image_hf = tf.cast(image_h, tf.float32)
@@ -169,12 +181,8 @@ def sample_paper_crop_boxes(seed, heights, widths, aspect_ratio_range=(3 / 4, 4 
     Returns:
       int32 [B, 4] boxes (offset_y, offset_x, height, width).
     """
-    heights = tf.convert_to_tensor(heights, tf.int32)
-    widths = tf.convert_to_tensor(widths, tf.int32)
-    batch_size = tf.shape(heights)[0]
-    u_area, u_aspect, u_y, u_x = tf.unstack(
-        tf.random.stateless_uniform([4, batch_size, max_attempts], seed, dtype=tf.float64),
-        axis=0)
+    heights, widths, u_area, u_aspect, u_y, u_x = _candidate_draws(
+        seed, heights, widths, max_attempts, tf.float64)
     image_h = heights[:, None]
     image_w = widths[:, None]
     image_area = tf.cast(image_h * image_w, tf.float64)
