@@ -18,6 +18,7 @@ from tf_simclr import augment
 from tf_simclr import config as config_lib
 from tf_simclr import datasets
 from tf_simclr import input_pipeline
+from tf_simclr import strategy as strategy_lib
 
 SIZE = 16
 NUM_TRAIN = 22          # not a multiple of the global batch: epochs end inside batches
@@ -527,7 +528,7 @@ def test_device_augmenter_on_a_tpu_is_vectorized_and_gives_the_host_views(
     XLA here, as a TPU step must) and makes the same pixels as the host."""
     config, source, streams = device_streams
     tpu_config = config.replace(use_tpu=True)
-    assert input_pipeline.steps_on_accelerator(tpu_config)
+    assert strategy_lib.on_accelerators(tpu_config.hardware)
     augmenter = input_pipeline.device_augmenter(tpu_config, source.info)
     assert augmenter.vectorized
     assert not input_pipeline.device_augmenter(config, source.info).vectorized

@@ -31,6 +31,7 @@ import tensorflow as tf
 from tf_simclr import augment
 from tf_simclr import config as config_lib
 from tf_simclr import datasets
+from tf_simclr import strategy as strategy_lib
 
 # Shuffle buffer in batches of one input pipeline (official: 50 at <= 32 px, else
 # 10, of per-replica batches). Per pipeline rather than per replica, so the order
@@ -184,21 +185,13 @@ class DeviceAugmenter:
                      for images, parameters in zip(batch["inputs"], batch["parameters"]))
 
 
-def steps_on_accelerator(config):
-    """Whether the train step runs on TPUs or GPUs (as strategy.py decides), where
-    the step-side augmentation is vectorized (a TPU step must compile with static
-    shapes)."""
-    hardware = config.hardware
-    return hardware.use_tpu or (hardware.cpu_replicas <= 1
-                                and bool(tf.config.list_physical_devices("GPU")))
-
-
 def device_augmenter(config, info):
-    """The step-side augmenter for augment_on=device, else None."""
+    """The step-side augmenter for augment_on=device, else None; vectorized when the
+    step runs on TPUs or GPUs (a TPU step must compile with static shapes)."""
     if config.augment.augment_on != "device":
         return None
     return DeviceAugmenter(config, info.image_shape is not None,
-                           vectorized=steps_on_accelerator(config))
+                           vectorized=strategy_lib.on_accelerators(config.hardware))
 
 
 def distributed_train_dataset(strategy, source, config, start_step):

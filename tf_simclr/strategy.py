@@ -51,6 +51,15 @@ def split_cpu(num_replicas):
     return [d.name for d in logical[:num_replicas]]
 
 
+def on_accelerators(hardware):
+    """Whether make_strategy(hardware) puts the replicas on TPUs or GPUs."""
+    if hardware.use_tpu:
+        return True
+    if _tf_config_task_count() <= 1 and hardware.cpu_replicas > 1:
+        return False
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def make_strategy(hardware):
     """Builds the strategy named by a HardwareConfig (see the module docstring)."""
     if hardware.use_tpu:
