@@ -44,6 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench_networks import cpu_info  # noqa: E402
 from tf_simclr.augment import SimCLRAugment  # noqa: E402
 
 PRESETS = {
@@ -196,20 +197,9 @@ def bench_preset(image_size, batch_size, iterations, warmup, rounds):
     }
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info():
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_info()["model"],
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
