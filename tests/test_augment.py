@@ -654,6 +654,26 @@ def test_vectorized_small_views_compile_with_xla():
     np.testing.assert_allclose(compiled(BATCH, parameters).numpy(), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("side", [28, 40])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_default_views_of_inputs_up_to_32_px_have_no_per_image_loop(side, channels):
+    """At most 32 x 32 (CIFAR, MNIST) crop, color and blur are all batched; the crop
+    still equals tf.image.resize of each explicit crop. Larger inputs crop per image."""
+    images = uint8_images((8, side, side, channels), rng_seed=12)
+    layer = SimCLRAugment(side)
+    parameters = layer.sample_parameters(images.shape, seed(25))
+    graph = tf.function(layer.apply_parameters).get_concrete_function(
+        images, parameters).graph
+    loops = [op.name for op in graph.get_operations() if "While" in op.type]
+    assert bool(loops) == (side * side > image_ops._SMALL_CROP_PIXELS), loops
+    views = RandomResizedCrop(side).apply_parameters(images, parameters["crop"]).numpy()
+    assert views.shape == (8, side, side, 3)
+    for image, view, (y, x, h, w) in zip(images, views, parameters["crop"]["boxes"].numpy()):
+        crop = image[None, y:y + h, x:x + w].astype(np.float32) / 255.0
+        expected = tf.image.resize(crop, [side, side], "bicubic")[0].numpy()
+        np.testing.assert_allclose(view, np.broadcast_to(expected, view.shape), atol=2e-6)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
 def test_output_is_float32_in_unit_range(dtype):
     images = BATCH if dtype == "uint8" else (BATCH / 255.0).astype(dtype)

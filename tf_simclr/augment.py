@@ -35,7 +35,8 @@ Two ways to do the pixel work, same views (to float rounding):
   above 64 x 64 go through all their ops image by image while in cache
   (image_ops.augment_per_image): color as one small XLA program that evaluates
   only the image's own jitter op at each stage, blur with only the kernel taps
-  that matter for its sigma. Small views (CIFAR) take the batched color and blur.
+  that matter for its sigma. Small views (CIFAR) take the batched color and blur,
+  and inputs of at most 32 x 32 the batched crop too: no per-image loop at all.
 
 Random parameters are drawn for the whole batch at once either way. See
 bench/bench_augment.py for the speed of both.
