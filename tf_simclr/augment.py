@@ -108,8 +108,7 @@ def _resize_crop(images, box, size):
 
 
 def _crop_and_resize(images, boxes, size, flip, vectorized):
-    crop = image_ops.crop_and_resize_vectorized if vectorized else image_ops.crop_and_resize
-    return _to_rgb(crop(images, boxes, size, flip))
+    return _to_rgb(image_ops.crop_and_resize(images, boxes, size, flip, vectorized))
 
 
 def _crop_flip_color(images, boxes, flip, color, size, color_impl, vectorized):

@@ -232,7 +232,7 @@ def center_crop_boxes(heights, widths, crop_proportion=0.875, aspect_ratio=1.0):
                     axis=1)
 
 
-def crop_and_resize(images, boxes, size, flip=None):
+def crop_and_resize(images, boxes, size, flip=None, vectorized=False):
     """Bicubic resize of one crop box per image to size x size, optionally mirrored.
 
     Each image is tf.image.resize(crop, [size, size], "bicubic") of its explicit
@@ -240,8 +240,9 @@ def crop_and_resize(images, boxes, size, flip=None):
     image at a time in a tf.map_fn: the crops have different sizes, and the native
     kernel on one image (in cache) is faster than any batched gather formulation
     we measured (bench/bench_augment.py). Works for any input size, with no
-    compilation. Inputs and outputs of at most 32 x 32 take the batched matrix form
-    (crop_and_resize_vectorized, the same views to 2e-6), faster at that size.
+    compilation. `vectorized`, or inputs and outputs of at most 32 x 32 (faster
+    there), take the batched matrix form (crop_and_resize_vectorized, the same views
+    to 2e-6).
 
     Args:
       images: [B, H, W, C] float32, or uint8 (then scaled by 1/255 after the
@@ -249,13 +250,13 @@ def crop_and_resize(images, boxes, size, flip=None):
       boxes: int32 [B, 4] (offset_y, offset_x, height, width).
       size: output side S.
       flip: optional bool [B]; True mirrors that view left-right.
+      vectorized: True takes the matrix form at any size.
     Returns:
       float32 [B, S, S, C].
     """
     images = tf.convert_to_tensor(images)
-    height, width = images.shape[1:3]
-    if (height is not None and width is not None and height * width <= _SMALL_CROP_PIXELS
-            and size * size <= _SMALL_CROP_PIXELS):
+    if vectorized or (_is_small(images, _SMALL_CROP_PIXELS)
+                      and size * size <= _SMALL_CROP_PIXELS):
         return crop_and_resize_vectorized(images, boxes, size, flip)
     scale = 1.0 / 255.0 if images.dtype == tf.uint8 else None
     if images.dtype not in (tf.uint8, tf.float32):
@@ -677,9 +678,10 @@ def _blur_one(image, taps, radius):
     return tf.clip_by_value(blurred[0], 0.0, 1.0)
 
 
-def _is_small(images):
+def _is_small(images, max_pixels=_SMALL_IMAGE_PIXELS):
+    """Whether images [B, H, W, C] have a static H x W of at most max_pixels."""
     height, width = images.shape[1:3]
-    return height is not None and width is not None and height * width <= _SMALL_IMAGE_PIXELS
+    return height is not None and width is not None and height * width <= max_pixels
 
 
 def random_blur(images, blur, sigmas, radius, vectorized=False):
