@@ -56,9 +56,31 @@ def batch_norm(momentum, synchronized, zero_gamma=False, center=True, name=None,
         name=name, dtype=dtype)
 
 
+class SubsampledPointwiseConv2D(keras.layers.Conv2D):
+    """A 1x1 convolution with stride s run as subsampling then a stride-1 1x1 conv.
+
+    [B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F], the same outputs, gradients and variables as
+    `Conv2D(F, 1, strides=s, padding="valid")`. Why: TensorFlow 2.21's oneDNN backward
+    of a strided 1x1 convolution (`brgconv_strided` on AVX-512 CPUs) corrupts the heap for
+    small channel counts (bench/sweep_onednn_conv.py has the extent); the stride-1 kernel
+    is not affected. The subsampling x[:, ::s, ::s, :] is a 1x1 average pool with stride
+    s: exact (a mean of one value), and its gradient is a pooling kernel rather than the
+    slower strided-slice gradient (bench/README.md).
+    """
+
+    def convolution_op(self, inputs, kernel):
+        subsampled = keras.ops.average_pool(inputs, pool_size=1, strides=self.strides,
+                                            padding="valid", data_format=self.data_format)
+        return keras.ops.conv(subsampled, kernel, strides=1, padding="valid",
+                              data_format=self.data_format)
+
+
 def _conv(filters, kernel_size, strides=1, name=None, dtype=None):
     """A bias-free conv; a strided one must be run through `_apply_conv` (fixed padding)."""
-    return keras.layers.Conv2D(
+    conv_class = keras.layers.Conv2D
+    if kernel_size == 1 and strides > 1:
+        conv_class = SubsampledPointwiseConv2D
+    return conv_class(
         filters, kernel_size, strides=strides, padding="same" if strides == 1 else "valid",
         use_bias=False, kernel_initializer=keras.initializers.VarianceScaling(),
         name=name, dtype=dtype)
