@@ -28,3 +28,19 @@ def _seed():
     import keras
     keras.utils.set_random_seed(1234)
     yield
+
+
+def pytest_report_header(config):
+    """Whether this machine has the oneDNN strided 1x1 convolution bug the ResNet avoids."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "children", "onednn_strided_conv_repro.py")
+    child = subprocess.run([sys.executable, script], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1"))
+    if child.returncode == 0:
+        verdict = "absent (TensorFlow's reproduction runs)"
+    else:
+        verdict = (f"PRESENT (TensorFlow's reproduction exited with {child.returncode}); "
+                   "tf_simclr's layers avoid it, tests/test_onednn_strided_conv.py checks that")
+    return f"oneDNN strided 1x1 conv backward bug on this CPU: {verdict}"
