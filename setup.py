@@ -45,7 +45,7 @@ setuptools.setup(
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "hub": [f"tf-keras=={TF_VERSION}", "tensorflow-hub==0.16.1"],
-        "test": ["pytest>=8", "scipy>=1.11"],
+        "test": ["pytest>=8", "scipy>=1.11", "ruff==0.17.*"],
     },
     entry_points={
         "console_scripts": [

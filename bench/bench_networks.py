@@ -80,8 +80,7 @@ def cpu_info():
 def forward_flops(model, size):
     """FLOPs of one image through the encoder (training=False), from tf.profiler."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = tf.function(lambda x: model(x, training=False)["final_avg_pool"])
     concrete = function.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32))
@@ -95,6 +94,7 @@ def worker(name, seconds):
     """Runs in the subprocess; prints one JSON line."""
     sys.path.insert(0, os.path.dirname(HERE))
     import tf_simclr  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TF loads)
+    # isort: split
     import keras
     import tensorflow as tf
 

@@ -37,6 +37,7 @@ def worker(batch, replicas, reps):
     """Runs in the subprocess; prints one JSON line."""
     sys.path.insert(0, os.path.dirname(HERE))
     import tf_simclr  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TF loads)
+    # isort: split
     import numpy as np
     import tensorflow as tf
 
@@ -144,7 +145,8 @@ def main():
         two_cols = (f"{1e3 * two['median_s']:9.1f} | {two['peak_rss_delta_mib']:10.0f} | "
                     f"{two['abs_loss_diff_vs_one_device']:8.1e}" if two else
                     f"{'-':>9} | {'-':>10} | {'-':>8}")
-        print(f"{row['global_batch']:>5} | {1e3 * one['median_s']:7.1f} ({1e3 * one['min_s']:5.1f}) | "
+        median_ms, min_ms = 1e3 * one["median_s"], 1e3 * one["min_s"]
+        print(f"{row['global_batch']:>5} | {median_ms:7.1f} ({min_ms:5.1f}) | "
               f"{one['peak_rss_delta_mib']:13.0f} | {row['logits_mib_analytic']:10.0f} | "
               f"{two_cols}")
 

@@ -115,6 +115,7 @@ class InMemorySource:
 
     def __init__(self, num_train, size, num_classes, seed=0):
         import numpy as np
+
         from tf_simclr.datasets import DatasetInfo
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, num_classes, num_train).astype(np.int32)
@@ -158,6 +159,7 @@ def child(spec):
     """Runs one row in this (fresh) process; prints one JSON line."""
     sys.path.insert(0, REPO)
     import tf_simclr  # noqa: F401  (environment defaults before TensorFlow loads)
+    # isort: split
     import keras
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
@@ -253,7 +255,7 @@ def run_child(spec):
     row["xla_compilations"], row["xla_compile_s"] = xla_compilations(text)
     lines = stdout.strip().splitlines()
     if returncode != 0 or not lines:
-        errors = [l for l in text.splitlines() if "Error" in l or "error" in l]
+        errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
         row["error"] = (f"exit {returncode}: "
                         + " | ".join((errors or text.splitlines())[-3:])[-600:])
         return row

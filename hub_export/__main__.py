@@ -15,9 +15,7 @@ This is the only module of hub_export that reads flags.
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from hub_export import variants as variants_lib
 from hub_export.errors import ExportError

@@ -28,9 +28,15 @@ import tensorflow as tf
 from PIL import Image
 
 from testutil import cpu_devices
-from tf_simclr import augment, image_ops, preview_augment
-from tf_simclr.augment import (CenterCropResize, ColorDistortion, RandomFlip,
-                               RandomGaussianBlur, RandomResizedCrop, SimCLRAugment)
+from tf_simclr import image_ops, preview_augment
+from tf_simclr.augment import (
+    CenterCropResize,
+    ColorDistortion,
+    RandomFlip,
+    RandomGaussianBlur,
+    RandomResizedCrop,
+    SimCLRAugment,
+)
 
 GRAY = np.array([0.2989, 0.5870, 0.1140], np.float32)
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from testutil import cpu_devices
 
+from testutil import cpu_devices
 from tf_simclr import datasets
 from tf_simclr.config import DataConfig
 from tf_simclr.datasets import DataError, DatasetInfo

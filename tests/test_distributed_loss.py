@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import mirrored
 
+from testutil import mirrored
 from tf_simclr import config as config_lib
 from tf_simclr import distribute, losses, optimizers
 

@@ -58,7 +58,8 @@ def test_nonlinear_layers_follow_official_linear_layer():
         assert (layer.bn.beta is None) == is_last  # center=use_bias: none on the last
         assert layer.bn.gamma is not None and layer.bn.epsilon == 1e-5
         assert layer.bn.momentum == 0.9 and layer.bn.synchronized
-    kernels = np.concatenate([l.dense.kernel.numpy().ravel() for l in head.linear_layers])
+    kernels = np.concatenate([layer.dense.kernel.numpy().ravel()
+                              for layer in head.linear_layers])
     assert kernels.std() == pytest.approx(0.01, rel=0.1)
     assert abs(kernels.mean()) < 0.002
 

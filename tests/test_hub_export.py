@@ -21,8 +21,7 @@ import pytest
 import tensorflow as tf
 
 from hub_export import __main__ as cli
-from hub_export import exporter
-from hub_export import variants
+from hub_export import exporter, variants
 from testutil import cpu_devices
 from tf_simclr import config as config_lib
 from tf_simclr import model as model_lib
@@ -184,9 +183,11 @@ for name, (path, ref_path) in modules.items():
     r["tfsm_moving"] = len(moving)
     before = [v.numpy().copy() for v in moving]
     layer(x, training=False)
-    r["tfsm_bn_changed_inference"] = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    r["tfsm_bn_changed_inference"] = sum(not np.array_equal(b, v.numpy())
+                                         for b, v in zip(before, moving))
     layer(x, training=True)
-    r["tfsm_bn_changed_training"] = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    r["tfsm_bn_changed_training"] = sum(not np.array_equal(b, v.numpy())
+                                        for b, v in zip(before, moving))
     # Wrong inputs: clear errors from every entry point.
     x4 = x[:2]
     bad = {"uint8": (x4 * 255).astype(np.uint8), "float64": x4.astype(np.float64),
@@ -268,7 +269,8 @@ for name, (path, ref_path, has_logits) in modules.items():
     r["features"] = fine_tune_step(hub.KerasLayer(path, trainable=True), x,
                                    fit=name == "pretrain")
     frozen = hub.KerasLayer(path, trainable=False)
-    r["frozen_features_diff"] = float(np.max(np.abs(frozen(x).numpy() - ref["final_avg_pool_5_32"])))
+    r["frozen_features_diff"] = float(
+        np.max(np.abs(frozen(x).numpy() - ref["final_avg_pool_5_32"])))
     r["frozen_trainable"] = len(frozen.trainable_weights)
     if has_logits:
         sig = hub.KerasLayer(path, signature="serving_default", output_key="logits_sup")

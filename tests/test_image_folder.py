@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from testutil import cpu_devices
 
+from testutil import cpu_devices
 from tf_simclr import datasets
 from tf_simclr.config import DataConfig
 from tf_simclr.datasets import DataError, DatasetInfo

@@ -14,10 +14,8 @@ import pytest
 import tensorflow as tf
 
 import testutil
-from tf_simclr import augment
+from tf_simclr import augment, datasets, input_pipeline
 from tf_simclr import config as config_lib
-from tf_simclr import datasets
-from tf_simclr import input_pipeline
 from tf_simclr import strategy as strategy_lib
 
 SIZE = 16

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import mirrored
 
+from testutil import mirrored
 from tf_simclr.lars import LARS
 from tf_simclr.schedules import WarmUpAndCosineDecay
 

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import mirrored
 
+from testutil import mirrored
 from tf_simclr import model as model_lib
 from tf_simclr.config import Config
 from tf_simclr.heads import ProjectionHead, SupervisedHead
@@ -137,8 +137,8 @@ def test_linear_evaluation_with_a_kept_projection_layer_trains_that_layer():
 
 
 def _batch_norms(layer):
-    return [l for l in layer._flatten_layers(include_self=False)
-            if isinstance(l, keras.layers.BatchNormalization)]
+    return [sublayer for sublayer in layer._flatten_layers(include_self=False)
+            if isinstance(sublayer, keras.layers.BatchNormalization)]
 
 
 def _local(strategy, value):
@@ -215,7 +215,8 @@ def test_checkpoint_holds_every_model_variable_under_its_attribute_path(tmp_path
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     keys = _checkpoint_keys(path)
     assert len(keys) == len(model.variables) == len(set(keys))
-    assert "model/encoder/block_group3/block6/conv2/mix_expand/_kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    assert ("model/encoder/block_group3/block6/conv2/mix_expand/_kernel/.ATTRIBUTES/"
+            "VARIABLE_VALUE") in keys
     assert "model/projection_head/layer_1/bn/gamma/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "model/supervised_head/dense/bias/.ATTRIBUTES/VARIABLE_VALUE" in keys
 

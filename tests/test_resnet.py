@@ -150,8 +150,8 @@ def test_official_resnet50_4x_endpoint_shapes_at_224():
 
 
 def _batch_norms(layer):
-    return [l for l in layer._flatten_layers(include_self=False)
-            if isinstance(l, keras.layers.BatchNormalization)]
+    return [sublayer for sublayer in layer._flatten_layers(include_self=False)
+            if isinstance(sublayer, keras.layers.BatchNormalization)]
 
 
 @pytest.mark.parametrize("kwargs", [dict(depth=18), dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)])
@@ -333,7 +333,8 @@ def test_get_config_round_trip():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(depth=42), "depth=42"), (dict(depth=50, width_multiplier=0.0), "width_multiplier=0.0"),
     (dict(depth=50, width_multiplier=0.005), "width_multiplier=0.005"),
-    (dict(depth=50, sk_ratio=-0.1), "sk_ratio=-0.1"), (dict(depth=50, se_ratio=2.0), "se_ratio=2.0"),
+    (dict(depth=50, sk_ratio=-0.1), "sk_ratio=-0.1"),
+    (dict(depth=50, se_ratio=2.0), "se_ratio=2.0"),
     (dict(depth=50, batch_norm_decay=1.0), "batch_norm_decay=1.0")])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

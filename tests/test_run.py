@@ -169,7 +169,8 @@ def test_exit_status_and_message_for_bad_flags(tmp_path):
     bad = subprocess.run(_command(tmp_path / "run", tmp_path / "missing", "--train_steps=1"),
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2
-    assert f"error: --dataset=image_folder --data_dir '{tmp_path / 'missing'}' does not exist" in bad.stderr
+    missing = tmp_path / "missing"
+    assert f"error: --dataset=image_folder --data_dir '{missing}' does not exist" in bad.stderr
     enum = subprocess.run(_command(tmp_path / "run", tmp_path, "--optimizer=sgdd"),
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert enum.returncode != 0 and "--optimizer" in enum.stderr and "sgdd" in enum.stderr

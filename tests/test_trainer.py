@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testutil import mirrored, random_source, tiny_config
 
+from testutil import mirrored, random_source, tiny_config
 from tf_simclr import evaluator, job, trainer
 
 
@@ -128,8 +128,8 @@ def test_finetune_restores_the_encoder_and_not_the_classifier(tmp_path, pretrain
     source_state = pretrained["two"][0]
     finetune_source = random_source(num_classes=5, seed=1)
     config = tiny_config(tmp_path / "finetune", train_mode="finetune",
-                         checkpoint=source_state.config.train.model_dir, zero_init_logits_layer=True,
-                         ft_proj_selector=0)
+                         checkpoint=source_state.config.train.model_dir,
+                         zero_init_logits_layer=True, ft_proj_selector=0)
     keras.utils.set_random_seed(99)
     state = trainer.TrainState(config, mirrored(1), 5,
                                finetune_source.info.num_train_examples)

@@ -18,6 +18,7 @@ class ArraySource:
 
     def __init__(self, splits, num_classes, name="arrays"):
         import numpy as np
+
         from tf_simclr.datasets import DatasetInfo
         self._splits = {k: (np.asarray(x, np.uint8), np.asarray(y, np.int32))
                         for k, (x, y) in splits.items()}

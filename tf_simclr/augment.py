@@ -207,7 +207,8 @@ class RandomResizedCrop(_SeededLayer):
         super().__init__(seed=seed, **kwargs)
         _check_positive_int("size", size)
         if sampler not in CROP_SAMPLERS:
-            raise ValueError(f"Expected `sampler` in {CROP_SAMPLERS}. Received: sampler={sampler!r}")
+            raise ValueError(
+                f"Expected `sampler` in {CROP_SAMPLERS}. Received: sampler={sampler!r}")
         _check_bool("vectorized", vectorized)
         self.size = size
         self.sampler = sampler
@@ -298,7 +299,8 @@ class ColorDistortion(_SeededLayer):
         if not 0.0 <= strength <= MAX_COLOR_JITTER_STRENGTH:
             raise ValueError(f"Expected `strength` in [0, {MAX_COLOR_JITTER_STRENGTH}] "
                              "(contrast and saturation factors 1 - 0.8 * strength must be "
-                             f">= 0, as in tf.image.random_contrast). Received: strength={strength!r}")
+                             ">= 0, as in tf.image.random_contrast). "
+                             f"Received: strength={strength!r}")
         if impl not in COLOR_JITTER_IMPLS:
             raise ValueError(f"Expected `impl` in {COLOR_JITTER_IMPLS}. Received: impl={impl!r}")
         _check_bool("vectorized", vectorized)

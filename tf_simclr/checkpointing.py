@@ -16,8 +16,8 @@ import os
 import shutil
 import tempfile
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from tf_simclr import strategy as strategy_lib
 from tf_simclr.config import ConfigError

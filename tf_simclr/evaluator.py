@@ -6,12 +6,11 @@ exactly once: accuracies are sums of masked hits over sums of the mask, reduced
 by SUM across replicas.
 """
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from tf_simclr import config as config_lib
-from tf_simclr import input_pipeline
-from tf_simclr import optimizers
+from tf_simclr import input_pipeline, optimizers
 
 
 def evaluate(state, source):
@@ -27,8 +26,10 @@ def evaluate(state, source):
     def replica_step(batch):
         logits = tf.cast(model(batch["image"], training=False)["logits_sup"], tf.float32)
         labels, mask = batch["label"], batch["mask"]
-        hits = lambda k: tf.reduce_sum(
-            tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32) * mask)
+
+        def hits(k):
+            return tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32) * mask)
+
         return {"top_1": hits(1), "top_k": hits(top_k), "count": tf.reduce_sum(mask)}
 
     @tf.function

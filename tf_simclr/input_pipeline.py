@@ -28,9 +28,8 @@ exactly `num_steps` global batches.
 
 import tensorflow as tf
 
-from tf_simclr import augment
+from tf_simclr import augment, datasets
 from tf_simclr import config as config_lib
-from tf_simclr import datasets
 from tf_simclr import strategy as strategy_lib
 
 # Shuffle buffer in batches of one input pipeline (official: 50 at <= 32 px, else

@@ -15,19 +15,14 @@ import os
 import shutil
 import time
 
-from absl import logging
 import keras
 import tensorflow as tf
+from absl import logging
 
 from hub_export import exporter
-from tf_simclr import checkpointing
+from tf_simclr import checkpointing, datasets, evaluator, input_pipeline, progress, trainer
 from tf_simclr import config as config_lib
-from tf_simclr import datasets
-from tf_simclr import evaluator
-from tf_simclr import input_pipeline
-from tf_simclr import progress
 from tf_simclr import strategy as strategy_lib
-from tf_simclr import trainer
 
 TrainingDiverged = trainer.TrainingDiverged
 Terminated = trainer.Terminated

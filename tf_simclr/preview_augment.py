@@ -15,8 +15,7 @@ The flags live in their own absl FlagValues (tf_simclr.run defines --image_size,
 import os
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 FLAGS = flags.FlagValues()
 

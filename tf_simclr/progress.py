@@ -2,8 +2,8 @@
 
 import time
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 
 def format_duration(seconds):

@@ -14,9 +14,7 @@ value), 3 when training diverges (NaN/Inf loss; the last good checkpoint is kept
 import dataclasses
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from tf_simclr import config as config_lib
 

@@ -14,19 +14,15 @@ batch (tests/test_trainer.py checks 2 replicas against 1).
 import math
 import signal
 
-from absl import logging
 import keras
 import tensorflow as tf
+from absl import logging
 
-from tf_simclr import checkpointing
+from tf_simclr import checkpointing, input_pipeline, losses, optimizers, schedules
 from tf_simclr import config as config_lib
-from tf_simclr import input_pipeline
-from tf_simclr import losses
 from tf_simclr import metrics as metrics_lib
 from tf_simclr import model as model_lib
-from tf_simclr import optimizers
 from tf_simclr import progress as progress_lib
-from tf_simclr import schedules
 from tf_simclr import strategy as strategy_lib
 
 DEFAULT_MAX_STEPS_PER_LOOP = 50
