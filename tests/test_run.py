@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
+from hub_export.actions import ExportAfterEval
 from tf_simclr import config as config_lib
 from tf_simclr import datasets, job, run
 
@@ -268,7 +269,7 @@ def test_train_then_eval_writes_results_summaries_and_a_matching_export(tmp_path
     config = _bad_config(tmp_path, mode="train_then_eval", train_steps=3, checkpoint_steps=3,
                          train_split="train[:75%]", eval_split="train[75%:]",
                          eval_batch_size=8, keep_hub_module_max=1)
-    results = job.run(config)
+    results = job.run(config, after_eval=[ExportAfterEval()])
     model_dir = tmp_path / "run"
     assert results["global_step"] == 3
     saved = json.loads((model_dir / "result.json").read_text())

@@ -1,8 +1,8 @@
 """A whole run as `tf_simclr.run` starts it: train, evaluate, export, linear eval.
 
-`run(config)` follows the official modes: `train` trains to train_steps;
-`train_then_eval` then evaluates the supervised head once and exports the model
-as a SavedModel to model_dir/saved_model/<step> (keeping keep_hub_module_max);
+`run(config, after_eval=...)` follows the official modes: `train` trains to
+train_steps; `train_then_eval` then evaluates the supervised head once and runs
+the `after_eval` actions (the entry point passes hub_export's SavedModel export);
 `eval` evaluates every new checkpoint in model_dir until the final one. With
 `--linear_eval_epochs` a pretraining run continues with the linear evaluation
 protocol in model_dir/linear_eval (frozen encoder, new linear head), which is
@@ -12,14 +12,12 @@ one command. Results land in model_dir/result.json.
 
 import json
 import os
-import shutil
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from hub_export import exporter
 from tf_simclr import checkpointing, datasets, evaluator, input_pipeline, progress, trainer
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
@@ -28,7 +26,6 @@ TrainingDiverged = trainer.TrainingDiverged
 Terminated = trainer.Terminated
 
 RESULT_FILENAME = "result.json"
-SAVED_MODEL_DIRNAME = "saved_model"
 LINEAR_EVAL_DIRNAME = "linear_eval"
 EVAL_WAIT_SECONDS = 3600
 
@@ -56,29 +53,15 @@ def _write_json(path, payload):
     config_lib.write_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
-def _export_after_eval(config, state):
-    """Official: a SavedModel per evaluation in model_dir/saved_model/<step>, pruned."""
-    keep = config.train.keep_hub_module_max
-    if not keep:
-        return None
-    root = os.path.join(config.train.model_dir, SAVED_MODEL_DIRNAME)
-    path = os.path.join(root, str(state.step))
-    # A re-evaluation of the same step replaces its export only once the new one is whole.
-    exporter.export_saved_model(state.model, config, path, overwrite=True)
-    steps = sorted(int(name) for name in os.listdir(root) if name.isdigit())
-    for old in steps[:-keep]:
-        shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)
-    logging.info("exported the model as a SavedModel to %s", path)
-    return path
-
-
-def _evaluate_and_export(config, state, source, chief):
+def _evaluate_then_act(config, state, source, chief, after_eval):
+    """Evaluates, then (on the chief) runs each action and merges what it returns."""
     result = evaluator.evaluate(state, source)
     progress.Summaries(config.train.model_dir, enabled=chief).scalars(
         result["global_step"], {k: v for k, v in result.items() if k != "global_step"},
         prefix="eval/")
     if chief:
-        result["saved_model"] = _export_after_eval(config, state)
+        for action in after_eval:
+            result.update(action(config, state.model, state.step))
         _write_json(os.path.join(config.train.model_dir,
                                  f"result_{result['global_step']}.json"), result)
     return result
@@ -96,7 +79,7 @@ def _can_evaluate(config, source):
     return True
 
 
-def _evaluate_checkpoints(config, state, source, chief):
+def _evaluate_checkpoints(config, state, source, chief, after_eval):
     """`--mode=eval`: every new checkpoint in model_dir until the last train step."""
     total = config_lib.train_steps(config, source.info.num_train_examples)
     result = {}
@@ -104,7 +87,7 @@ def _evaluate_checkpoints(config, state, source, chief):
                                               timeout=EVAL_WAIT_SECONDS):
         tf.train.Checkpoint(model=state.model, optimizer=state.optimizer).restore(
             path).expect_partial()
-        result = _evaluate_and_export(config, state, source, chief)
+        result = _evaluate_then_act(config, state, source, chief, after_eval)
         if state.step >= total:
             break
     if not result:
@@ -114,11 +97,13 @@ def _evaluate_checkpoints(config, state, source, chief):
     return result
 
 
-def run(config, strategy=None):
+def run(config, strategy=None, after_eval=()):
     """Runs the stages `config` asks for; returns {stage: metrics} (also in result.json).
 
     `strategy`: reuse this one (a process must not create a second MirroredStrategy
     with the same devices: their collective ops would clash); default from config.
+    `after_eval`: callables `action(config, model, step) -> dict` run on the chief
+    after each evaluation (also of the linear eval); their dicts join the eval result.
     """
     config.validate()
     started = time.time()
@@ -151,16 +136,16 @@ def run(config, strategy=None):
         results["train_seconds"] = time.time() - train_started
     if config.train.mode in ("eval", "train_then_eval") and _can_evaluate(config, source):
         if config.train.mode == "eval":
-            results["eval"] = _evaluate_checkpoints(config, state, source, chief)
+            results["eval"] = _evaluate_checkpoints(config, state, source, chief, after_eval)
         else:
-            results["eval"] = _evaluate_and_export(config, state, source, chief)
+            results["eval"] = _evaluate_then_act(config, state, source, chief, after_eval)
     results["global_step"] = state.step
     results["seconds"] = time.time() - started
     if chief:
         _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
 
     if config.train.train_mode == "pretrain" and config.train.linear_eval_epochs:
-        results["linear_eval"] = run(linear_eval_config(config), strategy)
+        results["linear_eval"] = run(linear_eval_config(config), strategy, after_eval)
         if chief:
             _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
     return results

@@ -164,12 +164,14 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; expected only --flags.")
-    from tf_simclr import job  # imports TensorFlow; after flag parsing keeps --help fast
+    # These import TensorFlow; after flag parsing keeps --help fast.
+    from hub_export.actions import ExportAfterEval
+    from tf_simclr import job
     from tf_simclr.datasets import DataError
     config = config_from_flags()
     try:
         config.validate()
-        job.run(config)
+        job.run(config, after_eval=[ExportAfterEval()])
     except (config_lib.ConfigError, DataError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
