@@ -116,7 +116,7 @@ class InMemorySource:
     def __init__(self, num_train, size, num_classes, seed=0):
         import numpy as np
 
-        from tf_simclr.datasets import DatasetInfo
+        from tf_simclr.data import DatasetInfo
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, num_classes, num_train).astype(np.int32)
         noise = rng.normal(0, 40, (num_train, size, size, 3))

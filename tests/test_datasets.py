@@ -18,9 +18,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from testutil import cpu_devices
-from tf_simclr import datasets
+from tf_simclr import data
 from tf_simclr.config import DataConfig
-from tf_simclr.datasets import DataError, DatasetInfo
+from tf_simclr.data import DataError, DatasetInfo
 
 TINY_TRAIN = range(0, 60)
 TINY_TEST = range(100, 130)
@@ -106,7 +106,7 @@ def _tiny_ids(ds):
 
 def test_cifar10_mock_images_and_labels_equal_tfds_decoding():
     with mock_tfds(num_examples=6):
-        source = datasets.build_source(DataConfig(dataset="cifar10", eval_split="test"))
+        source = data.build_source(DataConfig(dataset="cifar10", eval_split="test"))
         assert source.info == DatasetInfo("cifar10", 10, 6, 6, (32, 32, 3))
         ds = source.examples("train")
         assert ds.element_spec["image"].shape == (32, 32, 3)
@@ -121,7 +121,7 @@ def test_cifar10_mock_images_and_labels_equal_tfds_decoding():
 
 def test_imagenet_mock_ragged_images_have_no_fixed_shape():
     with mock_tfds(num_examples=5):
-        source = datasets.build_source(DataConfig(dataset="imagenet2012"))
+        source = data.build_source(DataConfig(dataset="imagenet2012"))
         assert source.info == DatasetInfo("imagenet2012", 1000, 5, 5, None)
         ds = source.examples("validation")
         assert ds.element_spec["image"].shape.as_list() == [None, None, 3]
@@ -132,7 +132,7 @@ def test_imagenet_mock_ragged_images_have_no_fixed_shape():
 
 def test_stl10_unlabelled_split_yields_label_minus_one():
     with mock_tfds(num_examples=5):
-        source = datasets.build_source(
+        source = data.build_source(
             DataConfig(dataset="stl10", train_split="unlabelled", eval_split="test"))
         unlabelled = _pairs(source.examples("unlabelled"))
         test = _pairs(source.examples("test"))
@@ -144,7 +144,7 @@ def test_stl10_unlabelled_split_yields_label_minus_one():
 
 def test_grayscale_dataset_arrives_as_three_equal_channels():
     with mock_tfds(num_examples=4):
-        source = datasets.build_source(DataConfig(dataset="fashion_mnist",
+        source = data.build_source(DataConfig(dataset="fashion_mnist",
                                                   eval_split="test"))
         images = [image for image, _ in _pairs(source.examples("train"))]
         gray = [image for image, _ in _tfds_decoded("fashion_mnist", "train")]
@@ -157,7 +157,7 @@ def test_grayscale_dataset_arrives_as_three_equal_channels():
 
 def test_mock_input_context_shards_are_disjoint_and_cover_the_split():
     with mock_tfds(num_examples=7):
-        source = datasets.build_source(DataConfig(dataset="cifar10", eval_split="test"))
+        source = data.build_source(DataConfig(dataset="cifar10", eval_split="test"))
         whole = [image.tobytes() for image, _ in _pairs(source.examples("train"))]
         shards = [[image.tobytes() for image, _ in _pairs(source.examples(
             "train", tf.distribute.InputContext(3, index, 3)))] for index in range(3)]
@@ -168,12 +168,12 @@ def test_mock_input_context_shards_are_disjoint_and_cover_the_split():
 
 def test_mock_label_fraction_keeps_the_same_fraction_of_every_class():
     with mock_tfds(num_examples=80):
-        full = datasets.build_source(DataConfig(dataset="cifar10", eval_split="test"))
+        full = data.build_source(DataConfig(dataset="cifar10", eval_split="test"))
         all_labels = [label for _, label in _pairs(full.examples("train"))]
         config = DataConfig(dataset="cifar10", eval_split="test", label_fraction=0.3)
-        subset = _pairs(datasets.build_source(config, seed=3).examples("train"))
-        again = _pairs(datasets.build_source(config, seed=3).examples("train"))
-        other = _pairs(datasets.build_source(config, seed=4).examples("train"))
+        subset = _pairs(data.build_source(config, seed=3).examples("train"))
+        again = _pairs(data.build_source(config, seed=3).examples("train"))
+        other = _pairs(data.build_source(config, seed=4).examples("train"))
     counts = np.bincount(all_labels, minlength=10)
     expected = [max(1, int(np.floor(0.3 * n + 0.5))) for n in counts]
     assert sum(expected) < 80 and max(counts) > 3   # a real subset of real classes
@@ -186,7 +186,7 @@ def test_label_fraction_of_unlabelled_split_is_refused():
     with mock_tfds(num_examples=5), pytest.raises(
             DataError, match=r"--label_fraction=0.5 needs labelled examples.*"
                              r"'unlabelled' of stl10 has 5 unlabeled"):
-        datasets.build_source(DataConfig(dataset="stl10", train_split="unlabelled",
+        data.build_source(DataConfig(dataset="stl10", train_split="unlabelled",
                                          eval_split="test", label_fraction=0.5))
 
 
@@ -194,20 +194,20 @@ def test_dataset_without_image_and_class_label_is_refused():
     with mock_tfds(num_examples=2), pytest.raises(
             DataError, match=r"'imdb_reviews' is not an image-classification dataset.*"
                              r"image_folder"):
-        datasets.build_source(DataConfig(dataset="imdb_reviews"))
+        data.build_source(DataConfig(dataset="imdb_reviews"))
 
 
 # A real prepared dataset ------------------------------------------------------------
 
 def test_info_comes_from_tfds_metadata(tiny_dir):
-    source = datasets.build_source(_tiny(tiny_dir))
+    source = data.build_source(_tiny(tiny_dir))
     assert source.info == DatasetInfo("tf_simclr_tiny_gray", 3, 60, 30, (8, 8, 3))
     assert sorted(_tiny_ids(source.examples("train"))) == list(TINY_TRAIN)
     assert sorted(_tiny_ids(source.examples("test"))) == list(TINY_TEST)
 
 
 def test_split_slices_are_tfds_slices(tiny_dir):
-    source = datasets.build_source(_tiny(tiny_dir, train_split="train[:25%]",
+    source = data.build_source(_tiny(tiny_dir, train_split="train[:25%]",
                                          eval_split="train[25%:]"))
     assert (source.info.num_train_examples, source.info.num_eval_examples) == (15, 45)
     head = _tiny_ids(source.examples("train[:25%]"))
@@ -219,7 +219,7 @@ def test_split_slices_are_tfds_slices(tiny_dir):
 @pytest.mark.parametrize("num_pipelines", [2, 7])
 def test_pipelines_read_disjoint_parts_covering_the_split(tiny_dir, num_pipelines):
     # 7 pipelines > 4 files: TFDS ReadConfig(input_context) would refuse this.
-    source = datasets.build_source(_tiny(tiny_dir))
+    source = data.build_source(_tiny(tiny_dir))
     shards = [_tiny_ids(source.examples(
         "train", tf.distribute.InputContext(num_pipelines, index, num_pipelines)))
         for index in range(num_pipelines)]
@@ -229,7 +229,7 @@ def test_pipelines_read_disjoint_parts_covering_the_split(tiny_dir, num_pipeline
 
 
 def test_order_is_fixed_by_the_seed(tiny_dir):
-    source = datasets.build_source(_tiny(tiny_dir))
+    source = data.build_source(_tiny(tiny_dir))
     plain = _tiny_ids(source.examples("train"))
     assert plain == _tiny_ids(source.examples("train"))
     seeded = [_tiny_ids(source.examples("train", shuffle_files=True, seed=seed))
@@ -242,7 +242,7 @@ def test_order_is_fixed_by_the_seed(tiny_dir):
 
 def test_label_fraction_subset_is_stratified_and_sharded(tiny_dir):
     config = _tiny(tiny_dir, label_fraction=0.25)
-    source = datasets.build_source(config, seed=5)
+    source = data.build_source(config, seed=5)
     subset = _tiny_ids(source.examples("train"))
     # 20 examples per class -> 5 each.
     assert np.bincount([i % 3 for i in subset]).tolist() == [5, 5, 5]
@@ -252,9 +252,9 @@ def test_label_fraction_subset_is_stratified_and_sharded(tiny_dir):
               for i in range(2)]
     assert sorted(sum(shards, [])) == sorted(subset)
     assert len(_tiny_ids(source.examples("test"))) == 30   # eval is never subset
-    assert set(_tiny_ids(datasets.build_source(config, seed=5).examples("train"))) == \
+    assert set(_tiny_ids(data.build_source(config, seed=5).examples("train"))) == \
         set(subset)
-    assert set(_tiny_ids(datasets.build_source(config, seed=6).examples("train"))) != \
+    assert set(_tiny_ids(data.build_source(config, seed=6).examples("train"))) != \
         set(subset)
 
 
@@ -268,7 +268,7 @@ def test_label_fraction_subset_is_stratified_and_sharded(tiny_dir):
 ])
 def test_bad_splits_name_the_available_ones(tiny_dir, fields, message):
     with pytest.raises(DataError, match=message):
-        datasets.build_source(_tiny(tiny_dir, **fields))
+        data.build_source(_tiny(tiny_dir, **fields))
 
 
 # Errors before any data is read ----------------------------------------------------
@@ -276,12 +276,12 @@ def test_bad_splits_name_the_available_ones(tiny_dir, fields, message):
 def test_unknown_dataset_lists_close_names_and_image_folder():
     with pytest.raises(DataError, match=r"--dataset='cifar_10' is not a TFDS dataset\. "
                                         r"Close matches: cifar10.*image_folder"):
-        datasets.build_source(DataConfig(dataset="cifar_10"))
+        data.build_source(DataConfig(dataset="cifar_10"))
 
 
 def test_unprepared_dataset_says_how_to_prepare_and_never_downloads(tmp_path):
     with pytest.raises(DataError) as error:
-        datasets.build_source(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+        data.build_source(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
     message = str(error.value)
     assert "'cifar10' is not prepared in " + str(tmp_path) in message
     assert f"`tfds build cifar10 --data_dir={tmp_path}`" in message
@@ -291,22 +291,22 @@ def test_unprepared_dataset_says_how_to_prepare_and_never_downloads(tmp_path):
 def test_unprepared_manual_dataset_explains_the_manual_download(tmp_path):
     with pytest.raises(DataError, match=r"(?s)download the files described below into "
                                         r".*/downloads/manual.*ILSVRC2012_img_train.tar"):
-        datasets.build_source(DataConfig(dataset="imagenet2012", data_dir=str(tmp_path)))
+        data.build_source(DataConfig(dataset="imagenet2012", data_dir=str(tmp_path)))
 
 
 def test_missing_data_dir_and_file_data_dir(tmp_path):
     with pytest.raises(DataError, match=r"--data_dir '.*/nowhere' does not exist"):
-        datasets.build_source(DataConfig(dataset="cifar10",
+        data.build_source(DataConfig(dataset="cifar10",
                                          data_dir=str(tmp_path / "nowhere")))
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(DataError, match=r"--data_dir '.*/file' is a file"):
-        datasets.build_source(DataConfig(dataset="cifar10", data_dir=str(a_file)))
+        data.build_source(DataConfig(dataset="cifar10", data_dir=str(a_file)))
 
 
 def test_unknown_version_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=r"--dataset='cifar10:9.9.9'"):
-        datasets.build_source(DataConfig(dataset="cifar10:9.9.9", data_dir=str(tmp_path)))
+        data.build_source(DataConfig(dataset="cifar10:9.9.9", data_dir=str(tmp_path)))
 
 
 # Helpers ---------------------------------------------------------------------------
@@ -314,25 +314,25 @@ def test_unknown_version_is_a_data_error(tmp_path):
 def test_stratified_subset_counts_rounding_and_order_independence():
     labels = [0] * 10 + [1] * 7 + [2] * 1 + [3] * 5
     keys = [f"k{i:02d}" for i in range(len(labels))]
-    chosen = datasets.stratified_subset(keys, labels, 0.3, seed=0, name="d", split="s")
+    chosen = data.stratified_subset(keys, labels, 0.3, seed=0, name="d", split="s")
     by_key = dict(zip(keys, labels))
     # 0.3 * [10, 7, 1, 5] = [3, 2.1, 0.3, 1.5] -> [3, 2, 1 (at least one), 2 (half up)]
     assert np.bincount([by_key[k] for k in chosen]).tolist() == [3, 2, 1, 2]
     order = np.random.default_rng(1).permutation(len(keys))
-    shuffled = datasets.stratified_subset([keys[i] for i in order],
+    shuffled = data.stratified_subset([keys[i] for i in order],
                                           [labels[i] for i in order], 0.3, seed=0,
                                           name="d", split="s")
     assert shuffled.tolist() == chosen.tolist()
 
 
 def test_split_names_and_unlabeled_splits():
-    assert datasets.split_names("train[:10%]+unlabelled") == ["train", "unlabelled"]
-    assert datasets.is_unlabeled_split("unlabelled[:50%]")
-    assert not datasets.is_unlabeled_split("train+unlabelled")
+    assert data.split_names("train[:10%]+unlabelled") == ["train", "unlabelled"]
+    assert data.is_unlabeled_split("unlabelled[:50%]")
+    assert not data.is_unlabeled_split("train+unlabelled")
 
 
 def test_label_fraction_subset_reads_under_distribute_datasets_from_function(tiny_dir):
-    source = datasets.build_source(_tiny(tiny_dir, label_fraction=0.5), seed=1)
+    source = data.build_source(_tiny(tiny_dir, label_fraction=0.5), seed=1)
     strategy = tf.distribute.MirroredStrategy(cpu_devices(2))
     dist = strategy.distribute_datasets_from_function(
         lambda context: source.examples("train", context).batch(

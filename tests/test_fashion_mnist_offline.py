@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_simclr import datasets, fashion_mnist_offline
+from tf_simclr import data
 from tf_simclr.config import DataConfig
-from tf_simclr.datasets import DataError, DatasetInfo
-from tf_simclr.fashion_mnist_offline import DEBIAN_DIR, RELEASE_MTIMES
+from tf_simclr.data import DataError, DatasetInfo, fashion_mnist_offline
+from tf_simclr.data.fashion_mnist_offline import DEBIAN_DIR, RELEASE_MTIMES
 
 HAVE_DEBIAN_FILES = all(os.path.isfile(os.path.join(DEBIAN_DIR, name))
                         for name in RELEASE_MTIMES)
@@ -158,14 +158,14 @@ def test_data_dir_that_is_a_file(tmp_path):
     a_file = tmp_path / "tfds"
     a_file.write_text("x")
     with pytest.raises(DataError, match=r"--data_dir '.*/tfds' is a file"):
-        datasets.build_source(DataConfig(dataset="fashion_mnist", data_dir=str(a_file)))
+        data.build_source(DataConfig(dataset="fashion_mnist", data_dir=str(a_file)))
 
 
 # The prepared dataset ---------------------------------------------------------------
 
 def test_prepared_test_split_equals_the_raw_release(prepared):
     data_dir, _ = prepared
-    source = datasets.build_source(DataConfig(dataset="fashion_mnist", data_dir=data_dir,
+    source = data.build_source(DataConfig(dataset="fashion_mnist", data_dir=data_dir,
                                               train_split="train", eval_split="test"))
     assert source.info == DatasetInfo("fashion_mnist", 10, 60000, 10000, (28, 28, 3))
     images, labels = [], []
@@ -234,7 +234,7 @@ def test_a_waiting_process_finds_the_dataset_prepared(prepared, tmp_path):
 @pytest.mark.slow  # reads the 60000 training records twice: about 20 s
 def test_label_fraction_of_fashion_mnist_keeps_one_percent_of_each_class(prepared):
     data_dir, _ = prepared
-    source = datasets.build_source(
+    source = data.build_source(
         DataConfig(dataset="fashion_mnist", data_dir=data_dir, train_split="train",
                    eval_split="test", label_fraction=0.01), seed=0)
     labels = [int(ex["label"]) for ex in source.examples("train")]

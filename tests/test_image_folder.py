@@ -13,9 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 from testutil import cpu_devices
-from tf_simclr import datasets
+from tf_simclr import data
 from tf_simclr.config import DataConfig
-from tf_simclr.datasets import DataError, DatasetInfo
+from tf_simclr.data import DataError, DatasetInfo
 
 SIZE = (6, 8)   # (height, width) of most generated images
 
@@ -44,7 +44,7 @@ def _class_folder(root, counts, start_seed=0):
 
 
 def _source(root, seed=0, **fields):
-    return datasets.build_source(
+    return data.build_source(
         DataConfig(dataset="image_folder", data_dir=str(root), **fields), seed=seed)
 
 
@@ -249,11 +249,11 @@ def _folder_with_bad_files(root):
     good = _class_folder(root, {"a": 2, "b": 2})
     jpeg = root / "a" / "full.jpg"
     _write(jpeg, _pixels(99, size=(64, 64)), image_format="JPEG")
-    data = jpeg.read_bytes()
+    jpeg_bytes = jpeg.read_bytes()
     jpeg.unlink()
     bad = {"truncated": root / "a" / "truncated.jpg", "empty": root / "a" / "empty.jpg",
            "random": root / "b" / "random.jpg", "text": root / "b" / "text.png"}
-    bad["truncated"].write_bytes(data[:int(len(data) * 0.6)])
+    bad["truncated"].write_bytes(jpeg_bytes[:int(len(jpeg_bytes) * 0.6)])
     bad["empty"].write_bytes(b"")
     bad["random"].write_bytes(np.random.default_rng(3).bytes(700))
     bad["text"].write_text("this is not an image\n" * 20)
@@ -289,7 +289,7 @@ def test_huge_images_are_refused_or_skipped_like_corrupt_ones(tmp_path):
 
 def test_bad_files_are_skipped_and_reported_with_skip_policy(tmp_path, caplog):
     good, bad = _folder_with_bad_files(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="tf_simclr.image_folder"):
+    with caplog.at_level(logging.WARNING, logger="tf_simclr.data.image_folder"):
         source = _source(tmp_path, bad_images="skip")
     assert sorted(path for path, _ in source.bad_files) == sorted(
         str(p) for p in bad.values())

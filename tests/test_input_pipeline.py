@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import testutil
-from tf_simclr import augment, datasets, input_pipeline
+from tf_simclr import augment, data, input_pipeline
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
 
@@ -50,13 +50,13 @@ def _source(images, test_images=None):
     return testutil.ArraySource(splits, num_classes=max(len(images), 1))
 
 
-class VariableSizeSource(datasets.ImageSource):
+class VariableSizeSource(data.ImageSource):
     """Train images of different shapes (image_shape None), label i for image i."""
 
     def __init__(self, images):
         self._images = [np.asarray(image, np.uint8) for image in images]
         shapes = {image.shape for image in self._images}
-        self.info = datasets.DatasetInfo(
+        self.info = data.DatasetInfo(
             name="variable", num_classes=len(images), num_train_examples=len(images),
             num_eval_examples=0, image_shape=None)
         self.fixed_shape = shapes.pop() if len(shapes) == 1 else None
@@ -482,7 +482,7 @@ def test_eval_with_more_steps_is_all_padding_after_the_split(tmp_path):
 
 
 def _info(image_shape, name="mnistish"):
-    return datasets.DatasetInfo(name=name, num_classes=10, num_train_examples=100,
+    return data.DatasetInfo(name=name, num_classes=10, num_train_examples=100,
                                 num_eval_examples=10, image_shape=image_shape)
 
 
@@ -504,7 +504,7 @@ def test_check_image_size(tmp_path):
 def test_empty_train_split_is_a_data_error(tmp_path):
     source = _source(np.zeros((0, SIZE, SIZE, 3), np.uint8))
     config = _config(tmp_path, augment_on="device")
-    with pytest.raises(datasets.DataError, match="train_split='train'.*no examples"):
+    with pytest.raises(data.DataError, match="train_split='train'.*no examples"):
         input_pipeline.distributed_train_dataset(testutil.mirrored(1), source, config, 0)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from hub_export.actions import ExportAfterEval
 from tf_simclr import config as config_lib
-from tf_simclr import datasets, job, run
+from tf_simclr import data, job, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(name for name in os.listdir(os.path.join(REPO, "flags"))
@@ -118,9 +118,9 @@ def _bad_config(tmp_path, **fields):
 
 
 @pytest.mark.parametrize("fields, error, message", [
-    ({"dataset": "no_such_dataset", "data_dir": None}, datasets.DataError,
+    ({"dataset": "no_such_dataset", "data_dir": None}, data.DataError,
      r"no_such_dataset"),
-    ({"data_dir": "/nonexistent/images"}, datasets.DataError, r"/nonexistent/images"),
+    ({"data_dir": "/nonexistent/images"}, data.DataError, r"/nonexistent/images"),
     ({"train_mode": "finetune"}, config_lib.ConfigError,
      r"--train_mode=finetune needs --checkpoint"),
     ({"image_size": 8}, config_lib.ConfigError, r"--image_size=8 is out of range"),
@@ -137,7 +137,7 @@ def test_bad_input_is_refused_with_a_message_naming_it(tmp_path, fields, error, 
 
 def test_empty_image_folder_is_refused(tmp_path):
     os.makedirs(tmp_path / "images")
-    with pytest.raises(datasets.DataError, match=r"images"):
+    with pytest.raises(data.DataError, match=r"images"):
         job.run(_bad_config(tmp_path))
 
 

@@ -19,7 +19,7 @@ class ArraySource:
     def __init__(self, splits, num_classes, name="arrays"):
         import numpy as np
 
-        from tf_simclr.datasets import DatasetInfo
+        from tf_simclr.data import DatasetInfo
         self._splits = {k: (np.asarray(x, np.uint8), np.asarray(y, np.int32))
                         for k, (x, y) in splits.items()}
         train_images = self._splits["train"][0]

@@ -28,7 +28,7 @@ exactly `num_steps` global batches.
 
 import tensorflow as tf
 
-from tf_simclr import augment, datasets
+from tf_simclr import augment, data
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
 
@@ -106,7 +106,7 @@ def _train_stream(source, config, input_context, start_step):
         base = base.cache()
     shard = _shard_size(source, base, input_context)
     if shard == 0:
-        raise datasets.DataError(f"--train_split={split!r} of {source.info.name} gives this "
+        raise data.DataError(f"--train_split={split!r} of {source.info.name} gives this "
                                  "input pipeline no examples; expected a non-empty split.")
     per_step = _examples_per_step_per_pipeline(config, input_context)
     consumed = start_step * per_step

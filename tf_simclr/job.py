@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_simclr import checkpointing, datasets, evaluator, input_pipeline, progress, trainer
+from tf_simclr import checkpointing, data, evaluator, input_pipeline, progress, trainer
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
 
@@ -113,7 +113,7 @@ def run(config, strategy=None, after_eval=()):
         strategy = strategy_lib.make_strategy(config.hardware)
     strategy_lib.check_batch_divides(config.train.train_batch_size, strategy, "train_batch_size")
     strategy_lib.check_batch_divides(config.train.eval_batch_size, strategy, "eval_batch_size")
-    source = datasets.build_source(config.data, seed=config.train.seed)
+    source = data.build_source(config.data, seed=config.train.seed)
     info = source.info
     input_pipeline.check_image_size(config, info)
     model_dir = config.train.model_dir

@@ -167,7 +167,7 @@ def main(argv):
     # These import TensorFlow; after flag parsing keeps --help fast.
     from hub_export.actions import ExportAfterEval
     from tf_simclr import job
-    from tf_simclr.datasets import DataError
+    from tf_simclr.data import DataError
     config = config_from_flags()
     try:
         config.validate()

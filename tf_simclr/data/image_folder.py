@@ -51,8 +51,8 @@ from typing import Optional
 import tensorflow as tf
 from PIL import Image
 
-from tf_simclr import datasets
-from tf_simclr.datasets import UNLABELED, DataError
+from tf_simclr.data import source
+from tf_simclr.data.source import UNLABELED, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -250,12 +250,12 @@ def _check_files(root, relative_paths):
 
 # The source -----------------------------------------------------------------------
 
-class ImageFolderSource(datasets.ImageSource):
+class ImageFolderSource(source.ImageSource):
     """Image files in a folder; see the module docstring for the layout rules."""
 
     def __init__(self, data_config, seed=0):
         root = os.path.abspath(data_config.data_dir)
-        datasets.check_directory(root, "--dataset=image_folder --data_dir")
+        source.check_directory(root, "--dataset=image_folder --data_dir")
         self._root = root
         train = _parse_split(data_config.train_split, "train_split")
         evaluation = (_parse_split(data_config.eval_split, "eval_split")
@@ -293,7 +293,7 @@ class ImageFolderSource(datasets.ImageSource):
         self._train_split = train.text
         if data_config.label_fraction < 1:
             files, labels = self._splits[train.text]
-            keep = set(datasets.stratified_subset(
+            keep = set(source.stratified_subset(
                 files, labels, data_config.label_fraction, seed,
                 name=f"image_folder {root}", split=train.text).tolist())
             kept = [i for i, f in enumerate(files) if f in keep]
@@ -303,8 +303,8 @@ class ImageFolderSource(datasets.ImageSource):
         image_shape = shapes.pop() + (3,) if len(shapes) == 1 else None
         eval_files = (self._splits.get(evaluation.text, ([], []))[0]
                       if evaluation else [])
-        self.info = datasets.DatasetInfo(
-            name=datasets.IMAGE_FOLDER, num_classes=len(class_names),
+        self.info = source.DatasetInfo(
+            name=source.IMAGE_FOLDER, num_classes=len(class_names),
             num_train_examples=len(self._splits[train.text][0]),
             num_eval_examples=len(eval_files), image_shape=image_shape)
         logger.info("image_folder %s: %s", root, self.info)
@@ -393,7 +393,7 @@ class ImageFolderSource(datasets.ImageSource):
             raise DataError(f"image_folder {self._root} was built for the splits "
                             f"{sorted(self._splits)}; got split={split!r}.")
         files, labels = self._splits[split]
-        num_pipelines, index = datasets.pipeline_shard(input_context)
+        num_pipelines, index = source.pipeline_shard(input_context)
         files, labels = files[index::num_pipelines], labels[index::num_pipelines]
         paths = [os.path.join(self._root, f) for f in files]
         ds = tf.data.Dataset.from_tensor_slices(
@@ -420,7 +420,7 @@ def _decode_dropping_bad(ds, num_files, image_shape):
         image = tf.cond(
             is_sentinel,
             lambda: tf.zeros(image_shape or (1, 1, 3), tf.uint8),
-            lambda: datasets.decode_rgb(tf.io.read_file(path), image_shape))
+            lambda: source.decode_rgb(tf.io.read_file(path), image_shape))
         return position, path, {"image": image, "label": label}
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()

@@ -26,7 +26,7 @@ import time
 
 import tensorflow_datasets as tfds
 
-from tf_simclr.datasets import DataError
+from tf_simclr.data.source import DataError
 
 logger = logging.getLogger(__name__)
 

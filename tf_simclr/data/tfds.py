@@ -1,158 +1,33 @@
-"""Image sources: the examples the SimCLR input pipeline reads, split by name.
+"""TFDS image-classification datasets as image sources, read offline.
 
-SimCLR (Chen et al. 2020) pretrains on images alone and evaluates with labels, so
-every source yields the same elements, whatever the storage:
-
-    {"image": uint8 [H, W, 3], "label": int32 []}
-
-Grayscale and RGBA images arrive as RGB; `label` is -1 for unlabeled examples.
-`build_source(DataConfig)` picks the source:
-
-* a TFDS image-classification dataset by name (`TfdsSource`), read from
-  `data_dir` and never downloaded. `fashion_mnist` is first prepared offline from
-  Debian's `dataset-fashion-mnist` files when it is missing (see
-  `fashion_mnist_offline`);
-* `image_folder`: a folder of image files (see `image_folder` for its layout rules).
-
-A source's order is deterministic for a fixed seed. Shuffling, repetition,
-augmentation and batching belong to the input pipeline.
+`fashion_mnist` is first prepared from Debian's `dataset-fashion-mnist` files when it
+is missing (`fashion_mnist_offline`); nothing is ever downloaded.
 """
 
-import abc
-import dataclasses
 import difflib
 import logging
-import os
 import re
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tf_simclr.data import fashion_mnist_offline
+from tf_simclr.data.source import (
+    IMAGE_FOLDER,
+    UNLABELED,
+    DataError,
+    DatasetInfo,
+    ImageSource,
+    check_directory,
+    decode_rgb,
+    is_unlabeled_split,
+    pipeline_shard,
+    split_names,
+    stratified_subset,
+)
+
 logger = logging.getLogger(__name__)
-
-UNLABELED = -1
-IMAGE_FOLDER = "image_folder"
-# TFDS split names whose examples carry no label (stl10 stores -1 in them).
-UNLABELED_SPLIT_NAMES = ("unlabelled", "unlabeled")
-
-
-class DataError(ValueError):
-    """Data that cannot be read as asked: missing, unprepared, malformed or empty."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the training loop needs to know about a source before reading it."""
-    name: str
-    num_classes: int            # 0 when the data has no labels
-    num_train_examples: int     # in data_config.train_split, after label_fraction
-    num_eval_examples: int      # in data_config.eval_split (0 if there is none)
-    image_shape: Optional[tuple]  # (H, W, 3) when every image has it, else None
-
-
-class ImageSource(abc.ABC):
-    """Named splits of images; `info` describes the configured train/eval splits."""
-
-    info: DatasetInfo
-
-    @abc.abstractmethod
-    def examples(self, split, input_context=None, shuffle_files=False, seed=None):
-        """One pass over `split` as a finite tf.data.Dataset.
-
-        Args:
-          split: data_config.train_split or data_config.eval_split (TFDS split
-            syntax, e.g. "train[:10%]"). label_fraction applies to the train split.
-          input_context: tf.distribute.InputContext; with more than one input
-            pipeline each pipeline reads a disjoint part of the split.
-          shuffle_files: read the files in a seeded random order.
-          seed: the order's seed; the same seed gives the same order.
-
-        Returns:
-          Elements {"image": uint8 [H, W, 3], "label": int32 []}, label -1 when
-          unlabeled.
-        """
-
-
-def split_names(split):
-    """The split names a TFDS split expression reads: "train[:5%]+test" -> [train, test]."""
-    return [part.split("[", 1)[0].strip() for part in split.split("+")]
-
-
-def is_unlabeled_split(split):
-    """True when every part of `split` is a split of unlabeled examples."""
-    return all(name in UNLABELED_SPLIT_NAMES for name in split_names(split))
-
-
-def pipeline_shard(input_context):
-    """(number of input pipelines, this pipeline's index); (1, 0) without a context."""
-    if input_context is None:
-        return 1, 0
-    return input_context.num_input_pipelines, input_context.input_pipeline_id
-
-
-def stratified_subset(keys, labels, fraction, seed, name, split):
-    """A seeded choice of the same fraction of every class.
-
-    Each class c with n_c examples keeps max(1, round-half-up(fraction * n_c)) of
-    them. The choice depends only on the (key, label) pairs and the seed, not on
-    their order.
-
-    Args:
-      keys: [N] unique example keys (str or bytes), e.g. TFDS ids or file paths.
-      labels: [N] int class ids; -1 (unlabeled) is refused.
-      fraction: label_fraction, in (0, 1].
-      seed: int.
-      name, split: the dataset and train split, for messages.
-
-    Returns:
-      The chosen keys [M], sorted.
-    """
-    keys = np.asarray(keys)
-    labels = np.asarray(labels)
-    unlabeled = int(np.sum(labels < 0))
-    if unlabeled:
-        raise DataError(
-            f"--label_fraction={fraction} needs labelled examples, but "
-            f"--train_split={split!r} of {name} has {unlabeled} unlabeled example(s); "
-            "expected --label_fraction=1 for unlabeled data.")
-    order = np.argsort(keys, kind="stable")
-    keys, labels = keys[order], labels[order]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = keys[labels == label]
-        count = max(1, int(np.floor(fraction * len(members) + 0.5)))
-        chosen.append(rng.choice(members, size=count, replace=False))
-    kept = np.sort(np.concatenate(chosen))
-    logger.info("%s %s: label_fraction=%s keeps %d of %d examples (seed %d).",
-                name, split, fraction, len(kept), len(keys), seed)
-    return kept
-
-
-def decode_rgb(encoded, image_shape=None):
-    """Encoded PNG/JPEG/GIF/BMP/WebP bytes [] -> uint8 [H, W, 3].
-
-    Grayscale is replicated to three channels, alpha is dropped, and a GIF gives
-    its first frame.
-    """
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    if image_shape is not None:
-        return tf.ensure_shape(image, image_shape)
-    image.set_shape([None, None, 3])
-    return image
-
-
-def check_directory(path, what):
-    """Raises DataError unless `path` is an existing directory."""
-    if not os.path.exists(path):
-        raise DataError(f"{what} {path!r} does not exist; expected a directory.")
-    if not os.path.isdir(path):
-        raise DataError(f"{what} {path!r} is a file; expected a directory.")
-
-
-# TFDS ---------------------------------------------------------------------------
 
 
 class TfdsSource(ImageSource):
@@ -296,7 +171,7 @@ def _supervised_features(builder, name):
     return keys[0], keys[1], features[keys[1]].num_classes, image_shape
 
 
-def _tfds_builder(data_config):
+def tfds_builder(data_config):
     """The TFDS builder of a prepared dataset; DataError if it is not prepared."""
     name = data_config.dataset
     base_name = re.split(r"[:/]", name, maxsplit=1)[0]
@@ -310,7 +185,6 @@ def _tfds_builder(data_config):
             "--data_dir=<folder> for your own images.")
     data_dir = data_config.data_dir
     if base_name == "fashion_mnist" and name == base_name:
-        from tf_simclr import fashion_mnist_offline
         fashion_mnist_offline.ensure_prepared(data_dir)
     elif data_dir is not None:
         check_directory(data_dir, "--data_dir")
@@ -333,22 +207,3 @@ def _tfds_builder(data_config):
             f"{builder.data_dir}), and tf_simclr never downloads data. To prepare "
             f"it, {how}")
     return builder
-
-
-def build_source(data_config, seed=0):
-    """The ImageSource that data_config names (dataset, data_dir, splits, ...).
-
-    Args:
-      data_config: config.DataConfig.
-      seed: chooses the label_fraction subset (config.train.seed).
-
-    Returns:
-      An ImageSource whose `info` describes data_config.train_split/eval_split.
-
-    Raises:
-      DataError: the data is missing, unprepared, empty or malformed.
-    """
-    if data_config.dataset == IMAGE_FOLDER:
-        from tf_simclr import image_folder
-        return image_folder.ImageFolderSource(data_config, seed)
-    return TfdsSource(_tfds_builder(data_config), data_config, seed)
