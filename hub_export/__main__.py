@@ -18,11 +18,8 @@ import sys
 from absl import app, flags, logging
 
 from hub_export import variants as variants_lib
-from hub_export.errors import ExportError
-
-
-class UsageError(ExportError):
-    """Flags that do not describe one export."""
+from tf_simclr import errors
+from tf_simclr.errors import ExportError
 
 
 def define_flags(flag_values):
@@ -54,7 +51,7 @@ def define_flags(flag_values):
 
 
 def parse_flags(argv):
-    """argv (program name first) -> parsed FlagValues; UsageError for bad flags."""
+    """argv (program name first) -> parsed FlagValues; ExportError for bad flags."""
     flag_values = flags.FlagValues()
     define_flags(flag_values)
     if any(arg in ("--help", "-h", "--helpfull") for arg in argv[1:]):
@@ -64,9 +61,9 @@ def parse_flags(argv):
     try:
         rest = flag_values(list(argv))
     except flags.Error as error:
-        raise UsageError(str(error)) from None
+        raise ExportError(str(error)) from None
     if len(rest) > 1:
-        raise UsageError(f"unexpected arguments {rest[1:]}; expected only --flags.")
+        raise ExportError(f"unexpected arguments {rest[1:]}; expected only --flags.")
     return flag_values
 
 
@@ -76,20 +73,20 @@ DEFAULT_IMAGE_SIZE = 224
 
 
 def _plan(values):
-    """[(kind, source, export_dir)] from the flag values; UsageError if inconsistent."""
+    """[(kind, source, export_dir)] from the flag values; ExportError if inconsistent."""
     export_dir = values.export_dir
     if not export_dir:
-        raise UsageError("--export_dir is not set; expected the directory to write the "
+        raise ExportError("--export_dir is not set; expected the directory to write the "
                          "module to.")
     named = values.variant is not None or values.variants is not None
     if values.variant is not None and values.variants is not None:
-        raise UsageError(f"--variant={values.variant} and --variants="
+        raise ExportError(f"--variant={values.variant} and --variants="
                          f"{','.join(values.variants)}: expected one of them.")
     if values.init == "random":
         if not named:
-            raise UsageError("--init=random needs --variant or --variants (e.g. r50_1x).")
+            raise ExportError("--init=random needs --variant or --variants (e.g. r50_1x).")
         if values.model_dir or values.checkpoint:
-            raise UsageError(f"--init=random builds an untrained --variant; it contradicts "
+            raise ExportError(f"--init=random builds an untrained --variant; it contradicts "
                              f"--model_dir={values.model_dir} / --checkpoint={values.checkpoint}.")
         image_size = values.image_size or DEFAULT_IMAGE_SIZE
         if values.variant is not None:
@@ -97,16 +94,16 @@ def _plan(values):
         chosen = variants_lib.parse_list(values.variants)
         return [("variant", v, os.path.join(export_dir, v.name), image_size) for v in chosen]
     if named:
-        raise UsageError(f"--variant/--variants export untrained architectures and need "
+        raise ExportError(f"--variant/--variants export untrained architectures and need "
                          f"--init=random (received --init={values.init}); a trained model "
                          "comes from --model_dir.")
     if not values.model_dir:
-        raise UsageError("--model_dir is not set; expected a tf_simclr model_dir (or "
+        raise ExportError("--model_dir is not set; expected a tf_simclr model_dir (or "
                          "--variant=... --init=random for an untrained architecture).")
     if not os.path.isdir(values.model_dir):
-        raise UsageError(f"--model_dir={values.model_dir} is not a directory.")
+        raise ExportError(f"--model_dir={values.model_dir} is not a directory.")
     if values.image_size is not None:
-        raise UsageError(f"--image_size={values.image_size} applies to --variant; the model "
+        raise ExportError(f"--image_size={values.image_size} applies to --variant; the model "
                          f"of --model_dir={values.model_dir} keeps the image_size of its "
                          "config.json.")
     return [("checkpoint", (values.model_dir, values.checkpoint), export_dir, None)]
@@ -120,7 +117,7 @@ def _check_targets(plan, values):
         targets = [export_dir] + ([export_dir + ".tar.gz"] if values.tar_gz else [])
         for target in targets:
             if os.path.lexists(target):
-                raise UsageError(f"--export_dir: {os.path.abspath(target)} already exists; "
+                raise ExportError(f"--export_dir: {os.path.abspath(target)} already exists; "
                                  "expected a new path (or --overwrite to replace it).")
 
 
@@ -147,18 +144,13 @@ def run(values):
 
 def main(argv):
     """Parses argv (program name first), exports; exits with status 2 on bad arguments."""
-    from tf_simclr.config import ConfigError
     try:
         run(parse_flags(argv))
-    except (ExportError, ConfigError) as error:
-        _fail(error)
+    except errors.UsageError as error:
+        message = " ".join(str(error).split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(errors.exit_status(error))
     return 0
-
-
-def _fail(error):
-    message = " ".join(str(error).split())
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def entry_point():

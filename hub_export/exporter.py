@@ -51,10 +51,11 @@ import keras
 import tensorflow as tf
 
 from hub_export import variants as variants_lib
-from hub_export.errors import ExportError  # noqa: F401 (part of this module's API)
+from tf_simclr import checkpointing
 from tf_simclr import config as config_lib
 from tf_simclr import model as model_lib
 from tf_simclr import optimizers as optimizers_lib
+from tf_simclr.errors import ExportError
 
 FEATURES = "final_avg_pool"
 LOGITS = model_lib.LOGITS_SUP
@@ -395,22 +396,6 @@ def pack_tar_gz(module_dir, tar_path=None, overwrite=False):
 
 # Sources: a model_dir checkpoint or a named architecture -------------------------
 
-def find_checkpoint(model_dir, checkpoint=None):
-    """The checkpoint prefix to export: `checkpoint` (a prefix or a directory) or the
-    latest in model_dir. ExportError naming the path when there is none."""
-    source = checkpoint or model_dir
-    if tf.io.gfile.isdir(source):
-        path = tf.train.latest_checkpoint(source)
-        if path is None:
-            raise ExportError(f"no checkpoint in {source}; expected a model_dir with "
-                              "checkpoints written by tf_simclr.run, or --checkpoint=<prefix>.")
-        return path
-    if not tf.io.gfile.exists(source + ".index"):
-        raise ExportError(f"--checkpoint={source} is not a checkpoint (no {source}.index); "
-                          "expected a prefix such as model_dir/ckpt-1000 or a directory.")
-    return source
-
-
 def num_classes_in_checkpoint(path):
     """The supervised head's class count stored in checkpoint `path`, 0 if none."""
     for name, shape in tf.train.list_variables(path):
@@ -436,20 +421,16 @@ def model_from_checkpoint(model_dir, checkpoint=None, config=None):
     may be missing or present.
     """
     config = load_config(model_dir) if config is None else config
-    path = find_checkpoint(model_dir, checkpoint)
+    path = checkpointing.resolve(checkpoint or model_dir,
+                                 "--checkpoint" if checkpoint else "--model_dir")
     num_classes = num_classes_in_checkpoint(path)
     try:
         model = model_lib.build_model(config, num_classes)
     except ValueError as error:
         raise ExportError(f"cannot build the model of {model_dir}/config.json with "
                           f"{num_classes} classes from {path}: {error}") from None
-    status = tf.train.Checkpoint(model=model).restore(path)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ExportError(f"checkpoint {path} does not match the model of "
-                          f"{model_dir}/config.json (another architecture?): {error}") from None
-    status.expect_partial()
+    checkpointing.restore(path, f"variable of the model of {model_dir}/config.json",
+                          model=model)
     return model, config, path
 
 

@@ -9,8 +9,8 @@ is the plain ResNet. Widths may be fractional (r18_0.5x) for small test models.
 import dataclasses
 import re
 
-from hub_export.errors import ExportError
 from tf_simclr import config as config_lib
+from tf_simclr.errors import ExportError
 
 SK_RATIO = 0.0625
 VALID_FORMS = ("r{depth}_{width}x, r{depth}_{width}x_sk, r{depth}_{width}x_sk0 or "

@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from testutil import mirrored
 from tf_simclr import model as model_lib
+from tf_simclr.checkpointing import restore_pretrained
 from tf_simclr.config import Config
 from tf_simclr.heads import ProjectionHead, SupervisedHead
-from tf_simclr.model import SimCLRModel, build_model, restore_encoder, zero_init_logits_layer
+from tf_simclr.model import SimCLRModel, build_model, zero_init_logits_layer
 from tf_simclr.resnet import ENDPOINTS, ResNet, batch_norm
 
 SIZE = 16
@@ -235,7 +236,7 @@ def test_finetune_restores_encoder_and_projection_head_but_not_the_classifier(
     assert any(not np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(pretrained.encoder.weights, finetune.encoder.weights))
     # A checkpoint prefix, or a model_dir (its latest checkpoint).
-    status = restore_encoder(finetune, prefix if fine_tune_after_block == 4 else str(tmp_path))
+    status = restore_pretrained(finetune, prefix if fine_tune_after_block == 4 else str(tmp_path))
     status.assert_existing_objects_matched()
     for part in ("encoder", "projection_head"):
         source, target = getattr(pretrained, part), getattr(finetune, part)
@@ -248,17 +249,17 @@ def test_finetune_restores_encoder_and_projection_head_but_not_the_classifier(
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
-def test_restore_encoder_rejects_another_architecture_and_missing_checkpoints(tmp_path):
+def test_restore_pretrained_rejects_another_architecture_and_missing_checkpoints(tmp_path):
     path = tf.train.Checkpoint(model=_model(10)).save(str(tmp_path / "ckpt"))
     deeper = _model(3, "finetune", depth=34)
     with pytest.raises(ValueError, match="does not hold every encoder"):
-        restore_encoder(deeper, path)
+        restore_pretrained(deeper, path)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="without checkpoints"):
-        restore_encoder(_model(3, "finetune"), str(empty))
+        restore_pretrained(_model(3, "finetune"), str(empty))
     with pytest.raises(ValueError, match="unbuilt"):
-        restore_encoder(_model(3, "finetune", build=False), path)
+        restore_pretrained(_model(3, "finetune", build=False), path)
 
 
 def test_zero_init_logits_layer_zeroes_a_built_classifier():

@@ -22,7 +22,7 @@ from PIL import Image
 
 from hub_export.actions import ExportAfterEval
 from tf_simclr import config as config_lib
-from tf_simclr import data, job, run
+from tf_simclr import data, errors, job, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(name for name in os.listdir(os.path.join(REPO, "flags"))
@@ -145,7 +145,7 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
     _image_folder(tmp_path / "images")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(config_lib.ConfigError, match=r"a_file/run is not writable"):
+    with pytest.raises(errors.StorageError, match=r"a_file/run is not writable"):
         job.run(_bad_config(tmp_path, model_dir=str(blocker / "run")))
 
 
@@ -155,7 +155,7 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
     usage = checkpointing.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(checkpointing.shutil, "disk_usage",
                         lambda path: usage._replace(free=1024))
-    with pytest.raises(config_lib.ConfigError,
+    with pytest.raises(errors.StorageError,
                        match=r"run has 0.0 MiB free; this run needs about [\d.]+ MiB"):
         job.run(_bad_config(tmp_path))
     assert not (tmp_path / "run" / "config.json").exists()
@@ -175,6 +175,11 @@ def test_exit_status_and_message_for_bad_flags(tmp_path):
     enum = subprocess.run(_command(tmp_path / "run", tmp_path, "--optimizer=sgdd"),
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert enum.returncode != 0 and "--optimizer" in enum.stderr and "sgdd" in enum.stderr
+    nan = subprocess.run(_command(tmp_path / "run", tmp_path, "--learning_rate=nan"),
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert nan.returncode == 2
+    assert nan.stderr.strip().splitlines()[-1] == (
+        "error: --learning_rate=nan is not a finite number; expected a finite value.")
 
 
 def _checkpoint_steps(model_dir):

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from testutil import mirrored, random_source, tiny_config
-from tf_simclr import evaluator, job, trainer
+from tf_simclr import errors, evaluator, job, trainer
 
 
 def _train(config, source, replicas=1):
@@ -182,7 +182,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     keras.utils.set_random_seed(7)
     state = trainer.TrainState(config, mirrored(1), 3, 64)
     loop = trainer.Trainer(state, source)
-    with pytest.raises(trainer.TrainingDiverged, match=r"not finite at step (\d+)") as info:
+    with pytest.raises(errors.TrainingDiverged, match=r"not finite at step (\d+)") as info:
         loop.run()
     latest = state.checkpointer.latest
     assert latest is not None and f"last good checkpoint ({latest})" in str(info.value)

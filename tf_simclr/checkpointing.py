@@ -1,6 +1,9 @@
-"""Checkpoints of a run: save, resume from the latest, and find a source checkpoint.
+"""Checkpoints: save and resume a run, find and restore a checkpoint, check the disk.
 
-A checkpoint holds the model and the optimizer; the optimizer's `iterations` is the
+The one module that resolves "a checkpoint prefix or a directory's latest"
+(`resolve`), restores with a clear error (`restore`, `restore_pretrained` for
+fine-tuning) and checks that model_dir can hold a run (`check_model_dir_writable`).
+A run's checkpoint holds the model and the optimizer; the optimizer's `iterations` is the
 global step, and the input pipeline is a deterministic function of the step (see
 input_pipeline.py), so {model, optimizer} is the whole training state.
 
@@ -20,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_simclr import strategy as strategy_lib
-from tf_simclr.config import ConfigError
+from tf_simclr.errors import CheckpointError, StorageError
 
 
 class Checkpointer:
@@ -44,10 +47,6 @@ class Checkpointer:
             self._checkpoint, directory, max_to_keep=max_to_keep, step_counter=self._step)
 
     @property
-    def manager(self):
-        return self._manager
-
-    @property
     def latest(self):
         """Path prefix of the newest checkpoint, or None."""
         return self._manager.latest_checkpoint
@@ -66,7 +65,7 @@ class Checkpointer:
             logging.info("resumed from %s at step %d", path, step)
             return step
         if self._manager.checkpoints:
-            raise ConfigError(f"no checkpoint in {self.directory} could be restored; "
+            raise CheckpointError(f"no checkpoint in {self.directory} could be restored; "
                               "expected at least one readable checkpoint, or an empty model_dir.")
         return 0
 
@@ -78,20 +77,64 @@ class Checkpointer:
         return path
 
 
-def resolve_source_checkpoint(path):
-    """A finetune `--checkpoint`: a checkpoint prefix, or a model_dir (its latest)."""
-    if os.path.isdir(path):
+def checkpoint_bytes(model):
+    """Rough size of one checkpoint: weights plus up to two optimizer slots each."""
+    return 3 * sum(int(tf.size(v)) * tf.as_dtype(v.dtype).size for v in model.variables)
+
+
+def resolve(path, flag="--checkpoint"):
+    """A checkpoint prefix, or a directory (its latest checkpoint) -> the prefix.
+
+    CheckpointError naming `flag` and the path when there is no checkpoint there.
+    Works on any file system TensorFlow reaches (gs://...).
+    """
+    if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
-            raise ConfigError(f"--checkpoint={path} is a directory without checkpoints; "
-                              "expected a pretrain model_dir or a prefix such as "
-                              f"{os.path.join(path, 'ckpt-1000')}.")
+            raise CheckpointError(
+                f"{flag}={path} is a directory without checkpoints (no checkpoint in "
+                f"{path}); expected a model_dir written by tf_simclr.run or a prefix such "
+                f"as {os.path.join(path, 'ckpt-1000')}.")
         return latest
     if not tf.io.gfile.exists(path + ".index"):
-        raise ConfigError(f"--checkpoint={path} does not exist; expected a checkpoint "
-                          f"prefix (with {os.path.basename(path)}.index beside it) or a "
-                          "model_dir that holds checkpoints.")
+        raise CheckpointError(f"{flag}={path} is not a checkpoint (no {path}.index); "
+                              "expected a prefix such as model_dir/ckpt-1000 or a model_dir "
+                              "that holds checkpoints.")
     return path
+
+
+def restore(path, what, **objects):
+    """Restores `objects` (tf.train.Checkpoint keywords) from prefix `path`.
+
+    Every variable of `objects` must be in the checkpoint (extra ones, such as the
+    optimizer's, may be there); otherwise CheckpointError saying that `path` does not
+    hold every `what` (e.g. "variable of the model of DIR/config.json"). Returns the
+    load status.
+    """
+    status = tf.train.Checkpoint(**objects).restore(path)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise CheckpointError(f"checkpoint {path} does not hold every {what} "
+                              f"(another architecture?): {error}") from None
+    return status.expect_partial()
+
+
+def restore_pretrained(model, path):
+    """Restores a built SimCLRModel's encoder and projection head from a training run.
+
+    `path` is a prefix or a model_dir (`resolve`). Nothing else is read: the old
+    supervised head, the optimizer and the step stay as they are, so a classifier with
+    another number of classes is fine. CheckpointError if the model is not built or
+    an encoder/head variable is missing (e.g. another depth); a width mismatch raises
+    on the shape. Returns the load status.
+    """
+    if not model.built:
+        raise CheckpointError("restore_pretrained needs a built model (build_model builds "
+                              "it); received an unbuilt one.")
+    parts = tf.train.Checkpoint(encoder=model.encoder, projection_head=model.projection_head)
+    return restore(resolve(path), "encoder and projection head variable of this model",
+                   model=parts)
 
 
 def check_model_dir_writable(model_dir, needed_bytes):
@@ -101,10 +144,10 @@ def check_model_dir_writable(model_dir, needed_bytes):
         with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".write_test_"):
             pass
     except OSError as e:
-        raise ConfigError(f"--model_dir={model_dir} is not writable ({e.strerror}); "
+        raise StorageError(f"--model_dir={model_dir} is not writable ({e.strerror}); "
                           "expected a directory this process can create files in.") from None
     free = shutil.disk_usage(model_dir).free
     if free < needed_bytes:
-        raise ConfigError(
+        raise StorageError(
             f"--model_dir={model_dir} has {free / 2**20:.1f} MiB free; this run needs about "
             f"{needed_bytes / 2**20:.1f} MiB for its checkpoints; expected more free space.")

@@ -14,6 +14,8 @@ import math
 import os
 from typing import Optional
 
+from tf_simclr.errors import ConfigError
+
 TRAIN_MODES = ("pretrain", "finetune")
 MODES = ("train", "eval", "train_then_eval")
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
@@ -29,14 +31,19 @@ MIN_IMAGE_SIZE = 16
 CONFIG_FILENAME = "config.json"
 
 
-class ConfigError(ValueError):
-    """A flag value, or a combination of them, that cannot run."""
-
-
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"--{name}={value!r} is not supported; expected one of "
                           f"{', '.join(repr(c) for c in choices)}.")
+
+
+def _check_finite(group):
+    """ConfigError for a NaN or infinite float field of a config group."""
+    for field in dataclasses.fields(group):
+        value = getattr(group, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name}={value!r} is not a finite number; expected a "
+                              "finite value.")
 
 
 def _check_range(name, value, low=None, high=None, low_open=False):
@@ -62,6 +69,7 @@ class DataConfig:
     bad_images: str = "error"          # ext: image_folder files that fail to decode
 
     def validate(self):
+        _check_finite(self)
         if not self.dataset:
             raise ConfigError("--dataset is empty; expected a TFDS name such as "
                               "'cifar10', 'fashion_mnist', or 'image_folder'.")
@@ -82,6 +90,7 @@ class AugmentConfig:
     augment_on: str = "host"              # ext: tf.data on the host, or inside the train step
 
     def validate(self):
+        _check_finite(self)
         _check_range("color_jitter_strength", self.color_jitter_strength, low=0.0)
         _check_choice("color_jitter_impl", self.color_jitter_impl, COLOR_JITTER_IMPLS)
         _check_choice("crop_sampler", self.crop_sampler, CROP_SAMPLERS)
@@ -103,6 +112,7 @@ class ModelConfig:
     ft_proj_selector: int = 0
 
     def validate(self):
+        _check_finite(self)
         _check_choice("resnet_depth", self.resnet_depth, RESNET_DEPTHS)
         _check_range("width_multiplier", self.width_multiplier, low=0.0, low_open=True)
         if round(64 * self.width_multiplier) < 1:
@@ -135,6 +145,7 @@ class LossConfig:
     hidden_norm: bool = True
 
     def validate(self):
+        _check_finite(self)
         _check_range("temperature", self.temperature, low=0.0, low_open=True)
 
 
@@ -149,6 +160,7 @@ class OptimConfig:
     momentum: float = 0.9
 
     def validate(self):
+        _check_finite(self)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_range("learning_rate", self.learning_rate, low=0.0)
         _check_choice("learning_rate_scaling", self.learning_rate_scaling, LR_SCALINGS)
@@ -185,6 +197,7 @@ class TrainConfig:
     eval_name: Optional[str] = None     # accepted for compatibility; unused as in TF2
 
     def validate(self):
+        _check_finite(self)
         _check_choice("train_mode", self.train_mode, TRAIN_MODES)
         _check_choice("mode", self.mode, MODES)
         if not self.model_dir:
@@ -239,6 +252,7 @@ class HardwareConfig:
     cpu_replicas: int = 0               # ext: >1 splits the CPU into logical devices (tests)
 
     def validate(self):
+        _check_finite(self)
         _check_range("cpu_replicas", self.cpu_replicas, low=0)
         if self.use_tpu and self.cpu_replicas:
             raise ConfigError("--use_tpu contradicts --cpu_replicas; expected one of them.")

@@ -22,9 +22,6 @@ from tf_simclr import checkpointing, data, evaluator, input_pipeline, progress, 
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
 
-TrainingDiverged = trainer.TrainingDiverged
-Terminated = trainer.Terminated
-
 RESULT_FILENAME = "result.json"
 LINEAR_EVAL_DIRNAME = "linear_eval"
 EVAL_WAIT_SECONDS = 3600
@@ -126,7 +123,7 @@ def run(config, strategy=None, after_eval=()):
     if chief:
         checkpointing.check_model_dir_writable(
             model_dir, needed_bytes=(config.train.keep_checkpoint_max + 1)
-            * trainer.checkpoint_bytes(state.model))
+            * checkpointing.checkpoint_bytes(state.model))
         config_lib.save(config, model_dir)
 
     results = {"config": config.flat()}

@@ -7,7 +7,7 @@ batch (view 1 first), so there is no 6-channel packing as in the official code.
 
 Checkpoint keys are attribute names: `tf.train.Checkpoint(model=model)` stores
 `model/encoder/...`, `model/projection_head/...` and `model/supervised_head/...`, so
-fine-tuning can restore the first two alone (`restore_encoder`).
+fine-tuning can restore the first two alone (`checkpointing.restore_pretrained`).
 """
 
 import keras
@@ -161,35 +161,6 @@ def build_model(config, num_classes):
     size = config.data.image_size
     model.build((None, size, size, 3))
     return model
-
-
-def restore_encoder(model, checkpoint):
-    """Restores `model.encoder` and `model.projection_head` from a training checkpoint.
-
-    `checkpoint` is a prefix written by `tf.train.Checkpoint(model=..., ...)` or a
-    directory holding such checkpoints (the latest is used). Nothing else is read: the
-    old supervised head, the optimizer and the step stay as they are, so a classifier
-    with another number of classes is fine. Raises ValueError if the model is not
-    built, no checkpoint is found, or an encoder/head variable is missing from it
-    (e.g. another depth); a width mismatch raises on the shape. Returns the load status.
-    """
-    if not model.built:
-        raise ValueError("restore_encoder needs a built model (build_model builds it); "
-                         "received an unbuilt one.")
-    path = checkpoint
-    if tf.io.gfile.isdir(checkpoint):
-        path = tf.train.latest_checkpoint(checkpoint)
-        if path is None:
-            raise ValueError(f"checkpoint={checkpoint!r} is a directory without checkpoints; "
-                             "expected a checkpoint prefix or a model_dir holding one.")
-    parts = tf.train.Checkpoint(encoder=model.encoder, projection_head=model.projection_head)
-    status = tf.train.Checkpoint(model=parts).restore(path)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(f"checkpoint {path!r} does not hold every encoder and projection "
-                         f"head variable of this model (another architecture?): {error}") from None
-    return status.expect_partial()
 
 
 def zero_init_logits_layer(model):

@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 
 from tf_simclr import config as config_lib
+from tf_simclr import errors
 
 _HELP = {
     # data
@@ -167,22 +168,17 @@ def main(argv):
     # These import TensorFlow; after flag parsing keeps --help fast.
     from hub_export.actions import ExportAfterEval
     from tf_simclr import job
-    from tf_simclr.data import DataError
     config = config_from_flags()
     try:
         config.validate()
         job.run(config, after_eval=[ExportAfterEval()])
-    except (config_lib.ConfigError, DataError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except job.TrainingDiverged as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    except job.Terminated as e:
-        logging.warning("%s", e)
-        sys.exit(143)
+    except (errors.UsageError, errors.TrainingDiverged, errors.Terminated) as e:
+        if isinstance(e, errors.Terminated):
+            logging.warning("%s", e)
+        else:
+            logging.error("%s", e)
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(errors.exit_status(e))
 
 
 def entry_point():

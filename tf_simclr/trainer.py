@@ -24,16 +24,9 @@ from tf_simclr import metrics as metrics_lib
 from tf_simclr import model as model_lib
 from tf_simclr import progress as progress_lib
 from tf_simclr import strategy as strategy_lib
+from tf_simclr.errors import Terminated, TrainingDiverged
 
 DEFAULT_MAX_STEPS_PER_LOOP = 50
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
-
-
-class Terminated(RuntimeError):
-    """SIGTERM arrived; a checkpoint of the current step was saved first."""
 
 
 class _SigtermFlag:
@@ -65,11 +58,6 @@ def steps_per_loop(config, checkpoint_every):
     return max(1, min(checkpoint_every, DEFAULT_MAX_STEPS_PER_LOOP))
 
 
-def checkpoint_bytes(model):
-    """Rough size of one checkpoint: weights plus up to two optimizer slots each."""
-    return 3 * sum(int(tf.size(v)) * tf.as_dtype(v.dtype).size for v in model.variables)
-
-
 class TrainState:
     """Model, optimizer and checkpoints of a run, created inside the strategy scope."""
 
@@ -96,8 +84,8 @@ class TrainState:
         step = self.checkpointer.restore_latest()
         if step == 0 and self.config.train.train_mode == "finetune":
             if self.config.train.checkpoint:
-                source = checkpointing.resolve_source_checkpoint(self.config.train.checkpoint)
-                model_lib.restore_encoder(self.model, source)
+                source = checkpointing.resolve(self.config.train.checkpoint)
+                checkpointing.restore_pretrained(self.model, source)
                 logging.info("fine-tuning from the encoder in %s", source)
             if self.config.train.zero_init_logits_layer:
                 model_lib.zero_init_logits_layer(self.model)

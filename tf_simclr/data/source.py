@@ -18,16 +18,14 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_simclr.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 UNLABELED = -1
 IMAGE_FOLDER = "image_folder"
 # TFDS split names whose examples carry no label (stl10 stores -1 in them).
 UNLABELED_SPLIT_NAMES = ("unlabelled", "unlabeled")
-
-
-class DataError(ValueError):
-    """Data that cannot be read as asked: missing, unprepared, malformed or empty."""
 
 
 @dataclasses.dataclass(frozen=True)
