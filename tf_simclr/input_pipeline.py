@@ -31,11 +31,14 @@ import tensorflow as tf
 from tf_simclr import augment, data
 from tf_simclr import config as config_lib
 from tf_simclr import strategy as strategy_lib
+from tf_simclr.augment import crop as crop_lib
+from tf_simclr.augment import plan
 
-# Shuffle buffer in batches of one input pipeline (official: 50 at <= 32 px, else
-# 10, of per-replica batches). Per pipeline rather than per replica, so the order
-# does not depend on the number of replicas; capped for large images, whose
-# decoded copies fill the buffer (ImageNet averages ~0.4 MiB per image).
+# Shuffle buffer in batches of one input pipeline (official: 50 at image_size <=
+# 32, else 10, of per-replica batches). Per pipeline rather than per replica, so
+# the order does not depend on the number of replicas; capped for large images,
+# whose decoded copies fill the buffer (ImageNet averages ~0.4 MiB per image).
+_SMALL_BUFFER_MAX_SIDE = 32
 _SMALL_IMAGE_BUFFER_BATCHES = 50
 _LARGE_IMAGE_BUFFER_BATCHES = 10
 _LARGE_IMAGE_BUFFER_CAP = 16384
@@ -60,12 +63,12 @@ def train_augment(config, crop=True, vectorized=False):
 def check_image_size(config, info):
     """At <= 32 px there is no eval crop: images must already be image_size square."""
     size = config.data.image_size
-    if size <= augment.SMALL_IMAGE_SIZE and info.image_shape is not None:
+    if not plan.eval_crops(size) and info.image_shape is not None:
         if tuple(info.image_shape[:2]) != (size, size):
             raise config_lib.ConfigError(
                 f"--image_size={size} but {info.name} images are "
                 f"{info.image_shape[0]}x{info.image_shape[1]}; at image_size <= "
-                f"{augment.SMALL_IMAGE_SIZE} evaluation neither crops nor resizes (as the "
+                f"{plan.EVAL_NO_CROP_MAX_SIDE} evaluation neither crops nor resizes (as the "
                 f"official code), so expected --image_size={info.image_shape[0]}.")
 
 
@@ -92,10 +95,7 @@ def _example_seed(seed, index, view):
 
 def _crop_one(image, box, size):
     """Crops uint8 [H, W, 3] to box [4] and resizes bicubic: float32 [S, S, 3]."""
-    offset_y, offset_x, height, width = tf.unstack(box)
-    crop = image[offset_y:offset_y + height, offset_x:offset_x + width]
-    crop = tf.image.convert_image_dtype(crop, tf.float32)
-    return tf.image.resize(crop[None], [size, size], method="bicubic")[0]
+    return crop_lib.resize_crop(image[None], box, size)[0]
 
 
 def _train_stream(source, config, input_context, start_step):
@@ -111,7 +111,7 @@ def _train_stream(source, config, input_context, start_step):
     per_step = _examples_per_step_per_pipeline(config, input_context)
     consumed = start_step * per_step
     first_epoch, offset = divmod(consumed, shard)
-    if config.data.image_size <= augment.SMALL_IMAGE_SIZE:
+    if config.data.image_size <= _SMALL_BUFFER_MAX_SIDE:
         buffer = per_step * _SMALL_IMAGE_BUFFER_BATCHES
     else:
         buffer = min(per_step * _LARGE_IMAGE_BUFFER_BATCHES, _LARGE_IMAGE_BUFFER_CAP)
