@@ -98,7 +98,7 @@ def worker(name, seconds):
     import keras
     import tensorflow as tf
 
-    from tf_simclr.resnet import ResNet
+    from tf_simclr.models.resnet import ResNet
 
     kwargs, size, batch = CONFIGS[name]
     keras.utils.set_random_seed(0)

@@ -41,7 +41,7 @@ def worker(batch, replicas, reps):
     import numpy as np
     import tensorflow as tf
 
-    from tf_simclr import losses
+    from tf_simclr.train import losses
 
     if replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -3,7 +3,7 @@
     TF_ENABLE_ONEDNN_OPTS=1 .venv/bin/python bench/bench_pretrain.py [--quick] [--full]
         [--only r18_cifar32 r50_224]
 
-What runs. The library's own training loop, unchanged: `tf_simclr.trainer.TrainState`
+What runs. The library's own training loop, unchanged: `tf_simclr.train.trainer.TrainState`
 and `Trainer(state, source).run()` on the default OneDeviceStrategy, pretraining
 (LARS, NT-Xent, the online linear head of lineareval_while_pretraining) from an
 in-memory source of random uint8 images (`InMemorySource` below; no files are
@@ -165,8 +165,8 @@ def child(spec):
     from tensorflow.python.util import _pywrap_util_port
 
     from tf_simclr import config as config_lib
-    from tf_simclr import strategy as strategy_lib
-    from tf_simclr import trainer as trainer_lib
+    from tf_simclr.train import strategy as strategy_lib
+    from tf_simclr.train import trainer as trainer_lib
 
     net = NETWORKS[spec["network"]]
     batch, warmup, timed = spec["batch"], spec["warmup"], spec["timed"]
@@ -367,7 +367,7 @@ def main():
     with open(RESULTS, "w", encoding="utf-8") as f:
         json.dump({
             "benchmark": "SimCLR pretraining end to end (tf.data input + train step) with "
-                         "tf_simclr.trainer.Trainer, OneDeviceStrategy(CPU), float32, LARS",
+                         "tf_simclr.train.trainer.Trainer, OneDeviceStrategy(CPU), float32, LARS",
             "method": {
                 "rows": "one child process per row; baseline = input on host, oneDNN on, "
                         "no XLA; vs_baseline = images_per_s / the same network's baseline",

@@ -51,11 +51,11 @@ import keras
 import tensorflow as tf
 
 from hub_export import variants as variants_lib
-from tf_simclr import checkpointing
 from tf_simclr import config as config_lib
-from tf_simclr import model as model_lib
-from tf_simclr import optimizers as optimizers_lib
 from tf_simclr.errors import ExportError
+from tf_simclr.models import simclr as model_lib
+from tf_simclr.train import checkpointing
+from tf_simclr.train import optimizers as optimizers_lib
 
 FEATURES = "final_avg_pool"
 LOGITS = model_lib.LOGITS_SUP
@@ -316,7 +316,7 @@ def export_saved_model(model, config, export_dir, overwrite=False, tar_gz=False)
     """Writes `model` as a TF-Hub reusable SavedModel to `export_dir`; returns its path.
 
     Args:
-        model: a built `tf_simclr.model.SimCLRModel` (possibly created under a
+        model: a built `tf_simclr.models.simclr.SimCLRModel` (possibly created under a
             tf.distribute strategy; its variables are saved as plain ones).
         config: the `tf_simclr.config.Config` it was built from; stored in the module
             (assets/config.json and `config_json`) and the source of weight_decay.

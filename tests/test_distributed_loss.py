@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from testutil import mirrored
 from tf_simclr import config as config_lib
-from tf_simclr import distribute, losses, optimizers
+from tf_simclr.train import distribute, losses, optimizers
 
 TEMPERATURE = 0.2
 

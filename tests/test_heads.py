@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_simclr.heads import ProjectionHead, SupervisedHead
+from tf_simclr.models.heads import ProjectionHead, SupervisedHead
 
 FEATURES = 24
 BATCH = 16

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from hub_export.actions import SAVED_MODEL_DIRNAME, ExportAfterEval
 from tf_simclr import config as config_lib
-from tf_simclr import model as model_lib
+from tf_simclr.models import simclr as model_lib
 
 
 def _config(model_dir, keep):

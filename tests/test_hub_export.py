@@ -24,7 +24,7 @@ from hub_export import __main__ as cli
 from hub_export import exporter, variants
 from testutil import cpu_devices
 from tf_simclr import config as config_lib
-from tf_simclr import model as model_lib
+from tf_simclr.models import simclr as model_lib
 
 NUM_CLASSES = 5
 BATCH_SIZES = (2, 5)

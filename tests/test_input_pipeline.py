@@ -16,8 +16,8 @@ import tensorflow as tf
 import testutil
 from tf_simclr import augment, data, input_pipeline
 from tf_simclr import config as config_lib
-from tf_simclr import strategy as strategy_lib
 from tf_simclr.augment import plan
+from tf_simclr.train import strategy as strategy_lib
 
 SIZE = 16
 NUM_TRAIN = 22          # not a multiple of the global batch: epochs end inside batches

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from testutil import mirrored
-from tf_simclr.lars import LARS
-from tf_simclr.schedules import WarmUpAndCosineDecay
+from tf_simclr.train.lars import LARS
+from tf_simclr.train.schedules import WarmUpAndCosineDecay
 
 
 def numpy_lars(weights, grad_steps, lrs, momentum, weight_decay, eta, decay, adapt,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_simclr import losses, metrics
+from tf_simclr.train import losses, metrics
 
 
 def numpy_nt_xent(z1, z2, temperature, normalize):

@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 
 from testutil import mirrored
-from tf_simclr import model as model_lib
-from tf_simclr.checkpointing import restore_pretrained
 from tf_simclr.config import Config
-from tf_simclr.heads import ProjectionHead, SupervisedHead
-from tf_simclr.model import SimCLRModel, build_model, zero_init_logits_layer
-from tf_simclr.resnet import ENDPOINTS, ResNet, batch_norm
+from tf_simclr.models import simclr as model_lib
+from tf_simclr.models.heads import ProjectionHead, SupervisedHead
+from tf_simclr.models.resnet import ENDPOINTS, ResNet, batch_norm
+from tf_simclr.models.simclr import SimCLRModel, build_model, zero_init_logits_layer
+from tf_simclr.train.checkpointing import restore_pretrained
 
 SIZE = 16
 FEATURES = 64  # ResNet-18 at width 1/8

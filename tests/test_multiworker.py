@@ -21,7 +21,8 @@ import json, os, sys
 import numpy as np
 sys.path.insert(0, os.path.join({repo!r}, "tests"))
 from testutil import random_source, tiny_config
-from tf_simclr import config as config_lib, strategy as strategy_lib, trainer
+from tf_simclr import config as config_lib
+from tf_simclr.train import strategy as strategy_lib, trainer
 import keras
 keras.utils.set_random_seed(3)
 config = tiny_config({model_dir!r}, train_steps=3, checkpoint_steps=3, global_bn=True)

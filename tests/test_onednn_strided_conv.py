@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from hub_export import exporter
 from tf_simclr import config as config_lib
-from tf_simclr import model as model_lib
-from tf_simclr import resnet
+from tf_simclr.models import resnet
+from tf_simclr.models import simclr as model_lib
 
 CHILDREN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "children")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

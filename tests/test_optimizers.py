@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from tf_simclr import config as config_lib
-from tf_simclr import optimizers
-from tf_simclr.lars import LARS
+from tf_simclr.train import optimizers
+from tf_simclr.train.lars import LARS
 
 
 class ProjectionLayer(keras.layers.Layer):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_simclr import resnet
-from tf_simclr.resnet import ResNet
+from tf_simclr.models import resnet
+from tf_simclr.models.resnet import ResNet
 
 
 def _count_params(**kwargs):

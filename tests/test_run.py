@@ -151,7 +151,7 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
 
 def test_full_disk_fails_before_training(tmp_path, monkeypatch):
     _image_folder(tmp_path / "images")
-    from tf_simclr import checkpointing
+    from tf_simclr.train import checkpointing
     usage = checkpointing.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(checkpointing.shutil, "disk_usage",
                         lambda path: usage._replace(free=1024))
@@ -288,7 +288,7 @@ def test_train_then_eval_writes_results_summaries_and_a_matching_export(tmp_path
     # The export after eval holds the trained weights: its features equal the model's.
     module = tf.saved_model.load(results["eval"]["saved_model"])
     images = tf.random.stateless_uniform([4, 16, 16, 3], [1, 2])
-    from tf_simclr import model as model_lib
+    from tf_simclr.models import simclr as model_lib
     model = model_lib.build_model(config, num_classes=2)
     tf.train.Checkpoint(model=model).restore(
         tf.train.latest_checkpoint(str(model_dir))).expect_partial()

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tf_simclr import config as config_lib
-from tf_simclr import schedules
-from tf_simclr.schedules import WarmUpAndCosineDecay
+from tf_simclr.train import schedules
+from tf_simclr.train.schedules import WarmUpAndCosineDecay
 
 
 def formula(step, base, warmup, total):

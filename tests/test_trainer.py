@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from testutil import mirrored, random_source, tiny_config
-from tf_simclr import errors, evaluator, job, trainer
+from tf_simclr import errors, job
+from tf_simclr.train import evaluator, trainer
 
 
 def _train(config, source, replicas=1):

@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from tf_simclr import augment, data
 from tf_simclr import config as config_lib
-from tf_simclr import strategy as strategy_lib
 from tf_simclr.augment import crop as crop_lib
 from tf_simclr.augment import plan
+from tf_simclr.train import strategy as strategy_lib
 
 # Shuffle buffer in batches of one input pipeline (official: 50 at image_size <=
 # 32, else 10, of per-replica batches). Per pipeline rather than per replica, so

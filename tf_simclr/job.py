@@ -18,9 +18,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_simclr import checkpointing, data, evaluator, input_pipeline, progress, trainer
 from tf_simclr import config as config_lib
-from tf_simclr import strategy as strategy_lib
+from tf_simclr import data, input_pipeline
+from tf_simclr.train import checkpointing, evaluator, progress, trainer
+from tf_simclr.train import strategy as strategy_lib
 
 RESULT_FILENAME = "result.json"
 LINEAR_EVAL_DIRNAME = "linear_eval"

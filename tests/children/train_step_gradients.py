@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_simclr import config as config_lib
-from tf_simclr import losses, optimizers
-from tf_simclr import model as model_lib
+from tf_simclr.models import simclr as model_lib
+from tf_simclr.train import losses, optimizers
 
 NUM_CLASSES = 10
 

@@ -12,7 +12,7 @@ a single tensor where a list was unpacked).
 import keras
 import tensorflow as tf
 
-from tf_simclr.resnet import batch_norm
+from tf_simclr.models.resnet import batch_norm
 
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
 

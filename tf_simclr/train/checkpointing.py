@@ -22,8 +22,8 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from tf_simclr import strategy as strategy_lib
 from tf_simclr.errors import CheckpointError, StorageError
+from tf_simclr.train import strategy as strategy_lib
 
 
 class Checkpointer:

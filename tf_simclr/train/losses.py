@@ -7,7 +7,7 @@ subtracting LARGE_NUM, both directions summed.
 
 Loss scaling contract with the training loop (as official `tf2/run.py`):
 every replica computes its local mean (these functions); the loop divides it by
-`tf_simclr.distribute.num_replicas_in_sync()` before `tape.gradient`, and
+`tf_simclr.train.distribute.num_replicas_in_sync()` before `tape.gradient`, and
 `optimizer.apply_gradients` all-reduces the gradients by SUM. The applied gradient
 is then the gradient of the mean loss over the global batch, i.e. what one device
 computes on the whole batch (tests/test_distributed_loss.py).
@@ -17,7 +17,7 @@ import numbers
 
 import tensorflow as tf
 
-from tf_simclr import distribute
+from tf_simclr.train import distribute
 
 # Subtracted from the self-similarity logits, as official: exp(-1e9 / ...) is 0.
 LARGE_NUM = 1e9
@@ -42,7 +42,7 @@ def nt_xent_loss(z1, z2, temperature, normalize=True):
             initialisation (all logits equal) it is 2 * ln(2N - 1), N the global
             batch, not the per-anchor average ln(2N - 1).
         logits: float32 [B_local, N], the cross-view logits z1 . z2_all^T / tau
-            (official logits_ab), for `tf_simclr.metrics`.
+            (official logits_ab), for `tf_simclr.train.metrics`.
         labels: float32 [B_local, 2N] one-hot; local row i's positive is global
             column replica_id * B_local + i.
 

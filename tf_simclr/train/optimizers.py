@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from tf_simclr import config as config_lib
-from tf_simclr.lars import LARS
+from tf_simclr.train.lars import LARS
 
 # What build_optimizer returns under --precision=mixed_float16; the loop checks for
 # it to call optimizer.scale_loss (apply_gradients unscales and skips overflows).

@@ -22,7 +22,7 @@ def num_replicas_in_sync():
     """R: how many replicas run this step together (a Python int, 1 outside a strategy).
 
     The training loop divides each replica's loss by this before taking gradients
-    (see `tf_simclr.losses.nt_xent_loss`).
+    (see `tf_simclr.train.losses.nt_xent_loss`).
     """
     ctx = _replica_context()
     if ctx is None:

@@ -18,13 +18,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_simclr import checkpointing, input_pipeline, losses, optimizers, schedules
 from tf_simclr import config as config_lib
-from tf_simclr import metrics as metrics_lib
-from tf_simclr import model as model_lib
-from tf_simclr import progress as progress_lib
-from tf_simclr import strategy as strategy_lib
+from tf_simclr import input_pipeline
 from tf_simclr.errors import Terminated, TrainingDiverged
+from tf_simclr.models import simclr as model_lib
+from tf_simclr.train import checkpointing, losses, optimizers, schedules
+from tf_simclr.train import metrics as metrics_lib
+from tf_simclr.train import progress as progress_lib
+from tf_simclr.train import strategy as strategy_lib
 
 DEFAULT_MAX_STEPS_PER_LOOP = 50
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 from absl import logging
 
 from tf_simclr import config as config_lib
-from tf_simclr import input_pipeline, optimizers
+from tf_simclr import input_pipeline
+from tf_simclr.train import optimizers
 
 
 def evaluate(state, source):

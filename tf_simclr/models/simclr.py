@@ -13,8 +13,8 @@ fine-tuning can restore the first two alone (`checkpointing.restore_pretrained`)
 import keras
 import tensorflow as tf
 
-from tf_simclr.heads import ProjectionHead, SupervisedHead
-from tf_simclr.resnet import NUM_STAGES, ResNet
+from tf_simclr.models.heads import ProjectionHead, SupervisedHead
+from tf_simclr.models.resnet import NUM_STAGES, ResNet
 
 TRAIN_MODES = ("pretrain", "finetune")
 PROJ_HEAD_INPUT = "proj_head_input"
