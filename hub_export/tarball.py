@@ -1,6 +1,7 @@
 """Local .tar.gz modules for tensorflow_hub (no TensorFlow model code imported).
 
-TF-Hub's compressed format is a tar.gz of the module directory's contents. hub.load
+TF-Hub's compressed format is a tar.gz of the module directory's contents
+(`pack_tar_gz` writes one). hub.load
 and hub.KerasLayer read it natively from http(s):// and gs:// handles, unpacking it
 into $TFHUB_CACHE_DIR; a local file path, however, goes to hub's path resolver,
 which expects a directory. Two ways to use a local archive:
@@ -21,6 +22,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+
+from tf_simclr.errors import ExportError
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -99,3 +102,33 @@ def register_local_resolver():
     if not any(isinstance(impl, LocalTarballResolver)
                for impl in getattr(registry.resolver, "_impls", [])):
         registry.resolver.add_implementation(LocalTarballResolver())
+
+
+def pack_tar_gz(module_dir, tar_path=None, overwrite=False):
+    """Packs a module directory as a .tar.gz in TF-Hub's compressed format.
+
+    The archive holds the module's files at its root (saved_model.pb, variables/,
+    assets/), as tfhub.dev and Kaggle serve them. hub.load / hub.KerasLayer read it
+    from an http(s) or gs:// URL (they unpack it into $TFHUB_CACHE_DIR); for a local
+    file see `hub_export.tarball`. Written atomically; returns the archive's path.
+    """
+    module_dir = os.path.abspath(module_dir)
+    if not os.path.isfile(os.path.join(module_dir, "saved_model.pb")):
+        raise ExportError(f"{module_dir} is not a SavedModel directory (no saved_model.pb).")
+    tar_path = os.path.abspath(tar_path or module_dir + ".tar.gz")
+    if os.path.lexists(tar_path) and not overwrite:
+        raise ExportError(f"{tar_path} already exists; expected a new path "
+                          "(or --overwrite to replace it).")
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(tar_path)}.tmp-",
+                                    dir=os.path.dirname(tar_path))
+    os.close(fd)
+    try:
+        with tarfile.open(tmp_path, "w:gz") as archive:
+            for name in sorted(os.listdir(module_dir)):
+                archive.add(os.path.join(module_dir, name), arcname=name)
+        os.replace(tmp_path, tar_path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return tar_path
