@@ -83,3 +83,13 @@ def test_save_and_load(tmp_path):
     assert config_lib.load(str(tmp_path)) == cfg
     with pytest.raises(ConfigError, match="does not exist"):
         config_lib.load(str(tmp_path / "missing"))
+
+
+def test_every_flag_field_declares_its_help_and_its_choices_are_enforced():
+    for field in config_lib.flag_fields():
+        assert field.metadata["help"].strip(), field.name
+        if field.metadata["choices"]:
+            assert field.default in field.metadata["choices"], field.name
+            bad = "nope" if field.type is str else -7
+            with pytest.raises(ConfigError, match=f"--{field.name}={bad!r} is not supported"):
+                _valid(**{field.name: bad}).validate()

@@ -108,6 +108,40 @@ def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
         assert config.data.dataset == "fashion_mnist"
 
 
+LINEAR_EVAL_FLAGFILES = [name for name in FLAGFILES if name.endswith("_linear_eval.cfg")]
+# Fields that a linear-eval flagfile sets differently from the recipe
+# (config_lib.linear_eval_overrides, what --linear_eval_epochs runs), and why.
+LINEAR_EVAL_FLAGFILE_DIFFERENCES = {
+    # Length: the recipe runs --linear_eval_epochs and checkpoints once, at the end; the
+    # flagfiles run the official 100 (CIFAR-10) or 90 (ImageNet) epochs and keep the
+    # default checkpoint every epoch.
+    "train_epochs", "checkpoint_epochs",
+}
+LINEAR_EVAL_FLAGFILE_EXTRA_DIFFERENCES = {
+    # Its comment gives the ImageNet recipe with weight decay 1e-6; the recipe (and
+    # cifar10_linear_eval.cfg, "no weight decay") uses none.
+    "imagenet_linear_eval.cfg": {"weight_decay"},
+}
+
+
+@pytest.mark.parametrize("flagfile", LINEAR_EVAL_FLAGFILES)
+def test_linear_eval_flagfiles_agree_with_the_recipe(flagfile, monkeypatch):
+    assert LINEAR_EVAL_FLAGFILES == ["cifar10_linear_eval.cfg", "imagenet_linear_eval.cfg"]
+    monkeypatch.chdir(REPO)
+    # The paths as the flagfiles' usage lines pass them for a pretraining run in /tmp/pre.
+    pretrain = config_lib.Config().replace(model_dir="/tmp/pre")
+    recipe = config_lib.linear_eval_overrides(pretrain)
+    from_file = _parse([f"--flagfile=flags/{flagfile}", "--checkpoint=/tmp/pre",
+                        "--model_dir=/tmp/pre/linear_eval"]).validate().flat()
+    differences = (LINEAR_EVAL_FLAGFILE_DIFFERENCES
+                   | LINEAR_EVAL_FLAGFILE_EXTRA_DIFFERENCES.get(flagfile, set()))
+    assert differences <= set(recipe)  # no exemption outlives the field it exempts
+    mismatched = {name: {"recipe": value, flagfile: from_file[name]}
+                  for name, value in recipe.items()
+                  if name not in differences and from_file[name] != value}
+    assert not mismatched
+    assert config_lib.linear_eval_config(pretrain).flat() == {**pretrain.flat(), **recipe}
+
 def _bad_config(tmp_path, **fields):
     return config_lib.Config().replace(**{
         **{"model_dir": str(tmp_path / "run"), "image_size": 16, "resnet_depth": 18,

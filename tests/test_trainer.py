@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from testutil import mirrored, random_source, tiny_config
-from tf_simclr import errors, job
+from tf_simclr import config as config_lib
+from tf_simclr import errors
 from tf_simclr.train import evaluator, trainer
 
 
@@ -147,7 +148,7 @@ def test_finetune_restores_the_encoder_and_not_the_classifier(tmp_path, pretrain
 def test_linear_eval_keeps_the_frozen_encoder_and_its_batchnorm_statistics(pretrained):
     source, (source_state, _) = pretrained["source"], pretrained["one"]
     pretrain = source_state.config.replace(linear_eval_epochs=1)
-    config = job.linear_eval_config(pretrain).replace(train_steps=3, checkpoint_steps=3)
+    config = config_lib.linear_eval_config(pretrain).replace(train_steps=3, checkpoint_steps=3)
     keras.utils.set_random_seed(7)
     strategy = mirrored(2)
     state = trainer.TrainState(config, strategy, 3, 64)

@@ -24,27 +24,7 @@ from tf_simclr.train import checkpointing, evaluator, progress, trainer
 from tf_simclr.train import strategy as strategy_lib
 
 RESULT_FILENAME = "result.json"
-LINEAR_EVAL_DIRNAME = "linear_eval"
 EVAL_WAIT_SECONDS = 3600
-
-
-def linear_eval_config(pretrain_config):
-    """The official linear-evaluation recipe applied to a pretraining run's encoder.
-
-    Frozen encoder (fine_tune_after_block=4, BatchNorm in inference mode), a
-    zero-initialised linear head on the encoder output, momentum optimizer without
-    weight decay or warmup, crop+flip augmentation only (official finetune input).
-    """
-    train = pretrain_config.train
-    return pretrain_config.replace(
-        train_mode="finetune", mode="train_then_eval",
-        model_dir=os.path.join(train.model_dir, LINEAR_EVAL_DIRNAME),
-        checkpoint=train.model_dir, fine_tune_after_block=4, zero_init_logits_layer=True,
-        ft_proj_selector=0, global_bn=False, optimizer="momentum",
-        learning_rate=train.linear_eval_learning_rate, learning_rate_scaling="linear",
-        weight_decay=0.0, warmup_epochs=0.0, train_epochs=train.linear_eval_epochs,
-        train_steps=0, checkpoint_steps=0, checkpoint_epochs=train.linear_eval_epochs,
-        linear_eval_epochs=0)
 
 
 def _write_json(path, payload):
@@ -143,7 +123,8 @@ def run(config, strategy=None, after_eval=()):
         _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
 
     if config.train.train_mode == "pretrain" and config.train.linear_eval_epochs:
-        results["linear_eval"] = run(linear_eval_config(config), strategy, after_eval)
+        results["linear_eval"] = run(config_lib.linear_eval_config(config), strategy,
+                                     after_eval)
         if chief:
             _write_json(os.path.join(model_dir, RESULT_FILENAME), results)
     return results

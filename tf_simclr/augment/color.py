@@ -15,10 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_simclr.augment import base, plan
+from tf_simclr.config import COLOR_JITTER_IMPLS
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
-BRIGHTNESS_IMPLS = ("simclrv2", "simclrv1")
-COLOR_JITTER_IMPLS = BRIGHTNESS_IMPLS
 NUM_JITTER_OPS = 4  # brightness, contrast, saturation, hue (this order of op ids)
 MAX_COLOR_JITTER_STRENGTH = 1.25  # contrast/saturation factors 1 - 0.8s must stay >= 0
 
@@ -165,8 +164,8 @@ def color_arguments(jitter, op_order, brightness, contrast, saturation, hue, gra
     """The per-image arguments of distort_one after `images`, as tensors: (jitter,
     op_order, scale, shift, contrast, saturation, hue, grayscale), the brightness
     split into a factor `scale` (simclrv2) or an additive `shift` (simclrv1)."""
-    if brightness_impl not in BRIGHTNESS_IMPLS:
-        raise ValueError(f"Expected brightness_impl in {BRIGHTNESS_IMPLS}. "
+    if brightness_impl not in COLOR_JITTER_IMPLS:
+        raise ValueError(f"Expected brightness_impl in {COLOR_JITTER_IMPLS}. "
                          f"Received: brightness_impl={brightness_impl!r}")
     brightness = tf.convert_to_tensor(brightness, tf.float32)
     if brightness_impl == "simclrv2":

@@ -20,8 +20,8 @@ from tf_simclr.augment.crop_boxes import (
     sample_distorted_crop_boxes,
     sample_paper_crop_boxes,
 )
+from tf_simclr.config import CROP_SAMPLERS
 
-CROP_SAMPLERS = ("official", "paper")
 EVAL_CROP_PROPORTION = 0.875
 
 

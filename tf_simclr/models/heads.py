@@ -12,9 +12,8 @@ a single tensor where a list was unpacked).
 import keras
 import tensorflow as tf
 
+from tf_simclr.config import PROJ_HEAD_MODES
 from tf_simclr.models.resnet import batch_norm
-
-PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
 
 
 def _dense(units, use_bias, name, dtype):

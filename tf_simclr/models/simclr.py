@@ -13,10 +13,10 @@ fine-tuning can restore the first two alone (`checkpointing.restore_pretrained`)
 import keras
 import tensorflow as tf
 
+from tf_simclr.config import TRAIN_MODES
 from tf_simclr.models.heads import ProjectionHead, SupervisedHead
 from tf_simclr.models.resnet import NUM_STAGES, ResNet
 
-TRAIN_MODES = ("pretrain", "finetune")
 PROJ_HEAD_INPUT = "proj_head_input"
 PROJ_HEAD_OUTPUT = "proj_head_output"
 LOGITS_SUP = "logits_sup"
