@@ -9,7 +9,8 @@ from testutil import mirrored
 from tf_simclr.config import Config
 from tf_simclr.models import simclr as model_lib
 from tf_simclr.models.heads import ProjectionHead, SupervisedHead
-from tf_simclr.models.resnet import ENDPOINTS, ResNet, batch_norm
+from tf_simclr.models.layers import batch_norm
+from tf_simclr.models.resnet import ENDPOINTS, ResNet
 from tf_simclr.models.simclr import SimCLRModel, build_model, zero_init_logits_layer
 from tf_simclr.train.checkpointing import restore_pretrained
 

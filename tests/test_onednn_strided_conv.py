@@ -4,7 +4,7 @@ TensorFlow 2.21's oneDNN backward of a strided 1x1 convolution corrupts the heap
 AVX-512 CPUs for small channel counts, mostly at odd batch sizes (the ResNet shortcut
 projections of narrow networks: bench/sweep_onednn_conv.py has the extent). The
 ResNet runs those convolutions as subsampling + a stride-1 1x1 convolution
-(`resnet.SubsampledPointwiseConv2D`). Training steps run in child processes, so a
+(`layers.SubsampledPointwiseConv2D`). Training steps run in child processes, so a
 crash fails the test instead of killing the suite; each oneDNN-on child is compared
 with a oneDNN-off one. `conftest.pytest_report_header` says whether this machine has
 the bug at all.
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from hub_export import exporter
 from tf_simclr import config as config_lib
-from tf_simclr.models import resnet
+from tf_simclr.models import layers, resnet
 from tf_simclr.models import simclr as model_lib
 
 CHILDREN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "children")
@@ -69,7 +69,7 @@ def test_subsampled_pointwise_conv_equals_the_strided_conv(height, width, batch,
     # no float64 convolution), i.e. the oneDNN-off strided convolution.
     rng = np.random.default_rng(strides * 100 + height)
     images = rng.standard_normal((batch, height, width, 8))
-    layer = resnet.SubsampledPointwiseConv2D(16, 1, strides=strides, padding="valid",
+    layer = layers.SubsampledPointwiseConv2D(16, 1, strides=strides, padding="valid",
                                              use_bias=False)
     layer.build((None, None, None, 8))
     kernel = layer.kernel.numpy().astype(np.float64)
@@ -105,7 +105,7 @@ def test_strided_shortcuts_are_subsampled_with_unchanged_variables(tmp_path):
                    and layer.kernel_size == (1, 1) and layer.strides != (1, 1)]
     # The shortcut projections of block groups 2-4 are the only strided 1x1 convolutions.
     assert len(strided_1x1) == 3
-    assert all(isinstance(layer, resnet.SubsampledPointwiseConv2D) for layer in strided_1x1)
+    assert all(isinstance(layer, layers.SubsampledPointwiseConv2D) for layer in strided_1x1)
     shortcut = model.block_group2.block1.shortcut.conv
     assert shortcut.kernel.path == "resnet/block_group2/block1/shortcut/conv/kernel"
     assert tuple(shortcut.kernel.shape) == (1, 1, 32, 64)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_simclr.models import resnet
+from tf_simclr.models import layers, resnet
 from tf_simclr.models.resnet import ResNet
 
 
@@ -187,11 +187,11 @@ def test_fresh_blocks_without_projection_are_the_identity():
 def test_strided_convs_use_fixed_padding():
     # Fixed padding for a 3x3/2 conv pads one pixel on each side, so the output pixel
     # (0, 0) sees inputs (-1..1, -1..1); SAME padding would pad only after (0..2).
-    conv = resnet._conv(1, 3, 2)
+    conv = layers.conv(1, 3, 2)
     conv.build((None, None, None, 1))
     conv.kernel.assign(np.ones((3, 3, 1, 1), np.float32))
     image = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
-    out = resnet._apply_conv(conv, tf.constant(image)).numpy()[0, :, :, 0]
+    out = layers.apply_conv(conv, tf.constant(image)).numpy()[0, :, :, 0]
     padded = np.pad(image[0, :, :, 0], 1)
     expected = np.array([[padded[2 * i:2 * i + 3, 2 * j:2 * j + 3].sum() for j in range(3)]
                          for i in range(3)])

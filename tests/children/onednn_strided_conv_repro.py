@@ -5,7 +5,7 @@
 d/dx and d/dw of sum(conv2d(x, w, strides=2)^2) for x [5,32,32,8], w [1,1,8,16]. On
 AVX-512 CPUs with oneDNN on, TensorFlow 2.21 corrupts the heap here (the process dies
 with SIGABRT or SIGSEGV); elsewhere it prints "ok". tf_simclr's layers never run this
-kernel (resnet.SubsampledPointwiseConv2D); the test suite runs this only to report
+kernel (layers.SubsampledPointwiseConv2D); the test suite runs this only to report
 whether the platform has the bug.
 """
 

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from tf_simclr.config import PROJ_HEAD_MODES
-from tf_simclr.models.resnet import batch_norm
+from tf_simclr.models.layers import batch_norm
 
 
 def _dense(units, use_bias, name, dtype):

@@ -25,8 +25,16 @@ e.g. `resnet/block_group2/block1/conv2/kernel`.
 import keras
 import tensorflow as tf
 
-BATCH_NORM_EPSILON = 1e-5
-SK_MIN_DIM = 32
+from tf_simclr.models.layers import (
+    SelectiveKernelConv2D,
+    SqueezeExcitation,
+    apply_conv,
+    batch_norm,
+    conv,
+    fixed_pad,
+    nhwc,
+)
+
 ENDPOINTS = ("initial_conv", "initial_max_pool", "block_group1", "block_group2",
              "block_group3", "block_group4", "final_avg_pool")
 # depth -> (block type, blocks per group)
@@ -48,118 +56,6 @@ def scaled_filters(base, width_multiplier):
     return max(1, int(round(base * width_multiplier)))
 
 
-def batch_norm(momentum, synchronized, zero_gamma=False, center=True, name=None, dtype=None):
-    """The BatchNorm of every SimCLR layer: epsilon 1e-5, learned gamma, optional beta."""
-    return keras.layers.BatchNormalization(
-        axis=-1, momentum=momentum, epsilon=BATCH_NORM_EPSILON, center=center, scale=True,
-        gamma_initializer="zeros" if zero_gamma else "ones", synchronized=synchronized,
-        name=name, dtype=dtype)
-
-
-class SubsampledPointwiseConv2D(keras.layers.Conv2D):
-    """A 1x1 convolution with stride s run as subsampling then a stride-1 1x1 conv.
-
-    [B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F], the same outputs, gradients and variables as
-    `Conv2D(F, 1, strides=s, padding="valid")`. Why: TensorFlow 2.21's oneDNN backward
-    of a strided 1x1 convolution (`brgconv_strided` on AVX-512 CPUs) corrupts the heap for
-    small channel counts (bench/sweep_onednn_conv.py has the extent); the stride-1 kernel
-    is not affected. The subsampling x[:, ::s, ::s, :] is a 1x1 average pool with stride
-    s: exact (a mean of one value), and its gradient is a pooling kernel rather than the
-    slower strided-slice gradient (bench/README.md).
-    """
-
-    def convolution_op(self, inputs, kernel):
-        subsampled = keras.ops.average_pool(inputs, pool_size=1, strides=self.strides,
-                                            padding="valid", data_format=self.data_format)
-        return keras.ops.conv(subsampled, kernel, strides=1, padding="valid",
-                              data_format=self.data_format)
-
-
-def _conv(filters, kernel_size, strides=1, name=None, dtype=None):
-    """A bias-free conv; a strided one must be run through `_apply_conv` (fixed padding)."""
-    conv_class = keras.layers.Conv2D
-    if kernel_size == 1 and strides > 1:
-        conv_class = SubsampledPointwiseConv2D
-    return conv_class(
-        filters, kernel_size, strides=strides, padding="same" if strides == 1 else "valid",
-        use_bias=False, kernel_initializer=keras.initializers.VarianceScaling(),
-        name=name, dtype=dtype)
-
-
-def _fixed_pad(images, kernel_size):
-    """Pads H and W by (k-1)//2 before and the rest after, independent of the input size."""
-    total = kernel_size - 1
-    begin = total // 2
-    return tf.pad(images, [[0, 0], [begin, total - begin], [begin, total - begin], [0, 0]])
-
-
-def _apply_conv(conv, images):
-    """Runs `conv` [B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F] with the official fixed padding."""
-    if conv.strides[0] > 1:
-        images = _fixed_pad(images, conv.kernel_size[0])
-    return conv(images)
-
-
-def _nhwc(channels):
-    """The build shape of a layer that only needs its input channel count."""
-    return (None, None, None, channels)
-
-
-class SqueezeExcitation(keras.layers.Layer):
-    """Channel gate: x * sigmoid(expand(relu(reduce(mean_hw(x))))), [B,H,W,C] -> same."""
-
-    def __init__(self, reduced_filters, channels, **kwargs):
-        super().__init__(**kwargs)
-        conv_kwargs = dict(kernel_size=1, padding="same", use_bias=True, dtype=self.dtype_policy,
-                           kernel_initializer=keras.initializers.VarianceScaling())
-        self.reduce = keras.layers.Conv2D(reduced_filters, name="reduce", **conv_kwargs)
-        self.expand = keras.layers.Conv2D(channels, name="expand", **conv_kwargs)
-
-    def build(self, input_shape):
-        self.reduce.build(input_shape)
-        self.expand.build(_nhwc(self.reduce.filters))
-
-    def call(self, inputs):
-        squeezed = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
-        gate = tf.sigmoid(self.expand(tf.nn.relu(self.reduce(squeezed))))
-        return inputs * gate
-
-
-class SelectiveKernelConv2D(keras.layers.Layer):
-    """Two 3x3 streams mixed by a softmax attention, [B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F].
-
-    One 3x3 conv with 2F outputs (and the stride) + BN-ReLU is split into two streams;
-    their sum is pooled, reduced to max(int(F * sk_ratio), 32) channels (1x1 conv,
-    BN-ReLU), expanded to 2F and turned into per-channel softmax weights over the streams.
-    """
-
-    def __init__(self, filters, strides, sk_ratio, batch_norm_decay, global_bn, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.mid_filters = max(int(filters * sk_ratio), SK_MIN_DIM)
-        dtype = self.dtype_policy
-        self.conv = _conv(2 * filters, 3, strides, name="conv", dtype=dtype)
-        self.bn = batch_norm(batch_norm_decay, global_bn, name="bn", dtype=dtype)
-        self.mix_reduce = _conv(self.mid_filters, 1, name="mix_reduce", dtype=dtype)
-        self.mix_bn = batch_norm(batch_norm_decay, global_bn, name="mix_bn", dtype=dtype)
-        self.mix_expand = _conv(2 * filters, 1, name="mix_expand", dtype=dtype)
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        self.bn.build(_nhwc(2 * self.filters))
-        self.mix_reduce.build(_nhwc(self.filters))
-        self.mix_bn.build(_nhwc(self.mid_filters))
-        self.mix_expand.build(_nhwc(self.mid_filters))
-
-    def call(self, inputs, training=None):
-        streams = tf.nn.relu(self.bn(_apply_conv(self.conv, inputs), training=training))
-        streams = tf.stack(tf.split(streams, 2, axis=-1))  # [2,B,H,W,F]
-        pooled = tf.reduce_mean(tf.reduce_sum(streams, axis=0), axis=[1, 2], keepdims=True)
-        mixing = tf.nn.relu(self.mix_bn(self.mix_reduce(pooled), training=training))
-        mixing = tf.stack(tf.split(self.mix_expand(mixing), 2, axis=-1))  # [2,B,1,1,F]
-        return tf.reduce_sum(streams * tf.nn.softmax(mixing, axis=0), axis=0)
-
-
 class ProjectionShortcut(keras.layers.Layer):
     """Shortcut of a group's first block: 1x1 conv (stride s) + BN without ReLU.
 
@@ -177,19 +73,19 @@ class ProjectionShortcut(keras.layers.Layer):
             self.pool = keras.layers.AveragePooling2D(
                 2, strides, padding="same" if strides == 1 else "valid", name="pool",
                 dtype=dtype)
-        self.conv = _conv(filters, 1, 1 if resnet_d else strides, name="conv", dtype=dtype)
+        self.conv = conv(filters, 1, 1 if resnet_d else strides, name="conv", dtype=dtype)
         self.bn = batch_norm(batch_norm_decay, global_bn, name="bn", dtype=dtype)
 
     def build(self, input_shape):
         self.conv.build(input_shape)
-        self.bn.build(_nhwc(self.filters))
+        self.bn.build(nhwc(self.filters))
 
     def call(self, inputs, training=None):
         if self.pool is not None:
             if self.strides > 1:
-                inputs = _fixed_pad(inputs, 2)
+                inputs = fixed_pad(inputs, 2)
             inputs = self.pool(inputs)
-        return self.bn(_apply_conv(self.conv, inputs), training=training)
+        return self.bn(apply_conv(self.conv, inputs), training=training)
 
 
 class _Block(keras.layers.Layer):
@@ -227,7 +123,7 @@ class _Block(keras.layers.Layer):
         if self.shortcut is not None:
             self.shortcut.build(input_shape)
         if self.se is not None:
-            self.se.build(_nhwc(self.out_channels))
+            self.se.build(nhwc(self.out_channels))
         self._build_residual(input_shape[-1])
 
     def call(self, inputs, training=None):
@@ -248,19 +144,19 @@ class ResidualBlock(_Block):
         super().__init__(filters, strides, use_projection, sk_ratio, se_ratio,
                          batch_norm_decay, global_bn, **kwargs)
         dtype = self.dtype_policy
-        self.conv1 = _conv(filters, 3, strides, name="conv1", dtype=dtype)
+        self.conv1 = conv(filters, 3, strides, name="conv1", dtype=dtype)
         self.bn1 = self._bn("bn1")
-        self.conv2 = _conv(filters, 3, name="conv2", dtype=dtype)
+        self.conv2 = conv(filters, 3, name="conv2", dtype=dtype)
         self.bn2 = self._bn("bn2", zero_gamma=True)
 
     def _build_residual(self, in_channels):
-        self.conv1.build(_nhwc(in_channels))
-        self.bn1.build(_nhwc(self.filters))
-        self.conv2.build(_nhwc(self.filters))
-        self.bn2.build(_nhwc(self.filters))
+        self.conv1.build(nhwc(in_channels))
+        self.bn1.build(nhwc(self.filters))
+        self.conv2.build(nhwc(self.filters))
+        self.bn2.build(nhwc(self.filters))
 
     def _residual(self, inputs, training):
-        x = tf.nn.relu(self.bn1(_apply_conv(self.conv1, inputs), training=training))
+        x = tf.nn.relu(self.bn1(apply_conv(self.conv1, inputs), training=training))
         return self.bn2(self.conv2(x), training=training)
 
 
@@ -274,7 +170,7 @@ class BottleneckBlock(_Block):
         super().__init__(filters, strides, use_projection, sk_ratio, se_ratio,
                          batch_norm_decay, global_bn, **kwargs)
         dtype = self.dtype_policy
-        self.conv1 = _conv(filters, 1, name="conv1", dtype=dtype)
+        self.conv1 = conv(filters, 1, name="conv1", dtype=dtype)
         self.bn1 = self._bn("bn1")
         if sk_ratio > 0:
             # The SK conv ends with its own BN-ReLU.
@@ -282,26 +178,26 @@ class BottleneckBlock(_Block):
                                                global_bn, name="sk_conv2", dtype=dtype)
             self.bn2 = None
         else:
-            self.conv2 = _conv(filters, 3, strides, name="conv2", dtype=dtype)
+            self.conv2 = conv(filters, 3, strides, name="conv2", dtype=dtype)
             self.bn2 = self._bn("bn2")
-        self.conv3 = _conv(self.out_channels, 1, name="conv3", dtype=dtype)
+        self.conv3 = conv(self.out_channels, 1, name="conv3", dtype=dtype)
         self.bn3 = self._bn("bn3", zero_gamma=True)
 
     def _build_residual(self, in_channels):
-        self.conv1.build(_nhwc(in_channels))
-        self.bn1.build(_nhwc(self.filters))
-        self.conv2.build(_nhwc(self.filters))
+        self.conv1.build(nhwc(in_channels))
+        self.bn1.build(nhwc(self.filters))
+        self.conv2.build(nhwc(self.filters))
         if self.bn2 is not None:
-            self.bn2.build(_nhwc(self.filters))
-        self.conv3.build(_nhwc(self.filters))
-        self.bn3.build(_nhwc(self.out_channels))
+            self.bn2.build(nhwc(self.filters))
+        self.conv3.build(nhwc(self.filters))
+        self.bn3.build(nhwc(self.out_channels))
 
     def _residual(self, inputs, training):
         x = tf.nn.relu(self.bn1(self.conv1(inputs), training=training))
         if self.bn2 is None:
             x = self.conv2(x, training=training)
         else:
-            x = tf.nn.relu(self.bn2(_apply_conv(self.conv2, x), training=training))
+            x = tf.nn.relu(self.bn2(apply_conv(self.conv2, x), training=training))
         return self.bn3(self.conv3(x), training=training)
 
 
@@ -327,7 +223,7 @@ class BlockGroup(keras.layers.Layer):
     def build(self, input_shape):
         for block in self.blocks:
             block.build(input_shape)
-            input_shape = _nhwc(block.out_channels)
+            input_shape = nhwc(block.out_channels)
 
     def call(self, inputs, training=None):
         for block in self.blocks:
@@ -350,19 +246,19 @@ class Stem(keras.layers.Layer):
         self.deep_conv1 = self.deep_bn1 = self.deep_conv2 = self.deep_bn2 = None
         self.max_pool = None
         if cifar_stem:
-            self.conv = _conv(filters, 3, name="conv", dtype=dtype)
+            self.conv = conv(filters, 3, name="conv", dtype=dtype)
         else:
             if resnet_d:
                 half = max(1, filters // 2)
-                self.deep_conv1 = _conv(half, 3, 2, name="deep_conv1", dtype=dtype)
+                self.deep_conv1 = conv(half, 3, 2, name="deep_conv1", dtype=dtype)
                 self.deep_bn1 = batch_norm(batch_norm_decay, global_bn, name="deep_bn1",
                                            dtype=dtype)
-                self.deep_conv2 = _conv(half, 3, name="deep_conv2", dtype=dtype)
+                self.deep_conv2 = conv(half, 3, name="deep_conv2", dtype=dtype)
                 self.deep_bn2 = batch_norm(batch_norm_decay, global_bn, name="deep_bn2",
                                            dtype=dtype)
-                self.conv = _conv(filters, 3, name="conv", dtype=dtype)
+                self.conv = conv(filters, 3, name="conv", dtype=dtype)
             else:
-                self.conv = _conv(filters, 7, 2, name="conv", dtype=dtype)
+                self.conv = conv(filters, 7, 2, name="conv", dtype=dtype)
             self.max_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="max_pool",
                                                       dtype=dtype)
         self.bn = batch_norm(batch_norm_decay, global_bn, name="bn", dtype=dtype)
@@ -371,19 +267,19 @@ class Stem(keras.layers.Layer):
         if self.deep_conv1 is not None:
             half = self.deep_conv1.filters
             self.deep_conv1.build(input_shape)
-            self.deep_bn1.build(_nhwc(half))
-            self.deep_conv2.build(_nhwc(half))
-            self.deep_bn2.build(_nhwc(half))
-            input_shape = _nhwc(half)
+            self.deep_bn1.build(nhwc(half))
+            self.deep_conv2.build(nhwc(half))
+            self.deep_bn2.build(nhwc(half))
+            input_shape = nhwc(half)
         self.conv.build(input_shape)
-        self.bn.build(_nhwc(self.filters))
+        self.bn.build(nhwc(self.filters))
 
     def call(self, images, training=None):
         x = images
         if self.deep_conv1 is not None:
-            x = tf.nn.relu(self.deep_bn1(_apply_conv(self.deep_conv1, x), training=training))
+            x = tf.nn.relu(self.deep_bn1(apply_conv(self.deep_conv1, x), training=training))
             x = tf.nn.relu(self.deep_bn2(self.deep_conv2(x), training=training))
-        initial_conv = _apply_conv(self.conv, x)
+        initial_conv = apply_conv(self.conv, x)
         x = tf.nn.relu(self.bn(initial_conv, training=training))
         if self.max_pool is not None:
             x = self.max_pool(x)
@@ -484,7 +380,7 @@ class ResNet(keras.Model):
         self.stem.build(input_shape)
         channels = self.stem.filters
         for group in self.block_groups:
-            group.build(_nhwc(channels))
+            group.build(nhwc(channels))
             channels = group.out_channels
         self._apply_freezing()
 
