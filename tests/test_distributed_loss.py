@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from testutil import mirrored
 from tf_simclr import config as config_lib
-from tf_simclr.train import distribute, losses, optimizers
+from tf_simclr.train import cross_replica, losses, optimizers
 
 TEMPERATURE = 0.2
 
@@ -56,10 +56,10 @@ def test_cross_replica_concat_forward_and_gradient(num_replicas):
         def replica_fn(x_local, w_local):
             with tf.GradientTape() as tape:
                 tape.watch(x_local)
-                gathered = distribute.cross_replica_concat(x_local)
+                gathered = cross_replica.cross_replica_concat(x_local)
                 loss = tf.reduce_sum(w_local * gathered)
             return gathered, tape.gradient(loss, x_local), \
-                distribute.replica_id_in_sync_group()
+                cross_replica.replica_id_in_sync_group()
         return strategy.run(replica_fn, args=(x_local, w_local))
 
     results = local(strategy, step(x_local, w_local))
@@ -71,14 +71,14 @@ def test_cross_replica_concat_forward_and_gradient(num_replicas):
 
 
 def test_helpers_outside_and_across_replicas():
-    assert distribute.num_replicas_in_sync() == 1
-    assert distribute.replica_id_in_sync_group().numpy() == 0
+    assert cross_replica.num_replicas_in_sync() == 1
+    assert cross_replica.replica_id_in_sync_group().numpy() == 0
     x = tf.ones([2, 3])
-    assert distribute.cross_replica_concat(x) is x
+    assert cross_replica.cross_replica_concat(x) is x
     strategy = mirrored(2)
     with strategy.scope():        # cross-replica context: the whole batch is local
-        assert distribute.num_replicas_in_sync() == 1
-        assert distribute.cross_replica_concat(x) is x
+        assert cross_replica.num_replicas_in_sync() == 1
+        assert cross_replica.cross_replica_concat(x) is x
 
 
 @pytest.mark.parametrize("num_replicas", [2, 4])
@@ -227,8 +227,8 @@ def test_cut_gather_gradient_is_detected(monkeypatch):
     images1, images2, initial_weights = model_inputs()
     one = run_one_device(images1, images2, initial_weights, "momentum")
 
-    gather = distribute.cross_replica_concat
-    monkeypatch.setattr(distribute, "cross_replica_concat",
+    gather = cross_replica.cross_replica_concat
+    monkeypatch.setattr(cross_replica, "cross_replica_concat",
                         lambda t: tf.nest.map_structure(tf.stop_gradient, gather(t)))
     cut = run_replicas(images1, images2, initial_weights, "momentum", 2)
 

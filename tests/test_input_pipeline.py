@@ -4,7 +4,7 @@ Sources here label example i with i (num_classes = N), so a label names an examp
 Building a host-augmented dataset traces and XLA-compiles the augmentation again,
 so the host streams are built once per module (`host_streams`) and shared; the
 other tests read device-mode streams (parameters only) and apply the pipeline's
-own DeviceAugmenter eagerly where they need pixels.
+own ViewAugmenter eagerly where they need pixels.
 """
 
 import functools

@@ -84,11 +84,11 @@ def test_round_trip_inside_an_optimizer():
     np.testing.assert_allclose(revived.learning_rate.numpy(), 0.15, rtol=1e-6)
 
 
-def test_from_config_uses_the_official_derived_quantities():
+def test_build_schedule_uses_the_official_derived_quantities():
     config = config_lib.Config().replace(train_batch_size=512, learning_rate=0.3,
                                          learning_rate_scaling="linear",
                                          warmup_epochs=10, train_epochs=100)
-    schedule = schedules.from_config(config, 50_000)
+    schedule = schedules.build_schedule(config, 50_000)
     assert schedule.get_config() == {
         "base_learning_rate": 0.6,                   # 0.3 * 512 / 256
         "warmup_steps": 976,                         # round(10 * 50000 // 512)
@@ -96,7 +96,7 @@ def test_from_config_uses_the_official_derived_quantities():
         "name": None}
     assert schedule.get_config()["base_learning_rate"] == \
         config_lib.scaled_learning_rate(config)
-    sqrt = schedules.from_config(
+    sqrt = schedules.build_schedule(
         config.replace(learning_rate_scaling="sqrt", learning_rate=0.075,
                        train_steps=500), 50_000)
     assert sqrt.base_learning_rate == pytest.approx(0.075 * math.sqrt(512))
@@ -114,6 +114,6 @@ def test_rejects_bad_arguments(args, match):
         WarmUpAndCosineDecay(*args)
 
 
-def test_from_config_rejects_bad_example_count():
+def test_build_schedule_rejects_bad_example_count():
     with pytest.raises(ValueError, match="num_train_examples=0"):
-        schedules.from_config(config_lib.Config(), 0)
+        schedules.build_schedule(config_lib.Config(), 0)

@@ -12,7 +12,7 @@ the parameters of view v from the stateless seed fold(fold(seed, k), v), so the
 views do not depend on the batch size per replica, the number of replicas or
 where a run resumed. Parameters are drawn per example; the pixel work then runs
 batched, on the host in tf.data (`augment_on=host`) or inside the train step
-(`augment_on=device`, see `DeviceAugmenter`). Images of different sizes are
+(`augment_on=device`, see `ViewAugmenter`). Images of different sizes are
 cropped to image_size per example before batching; images that all have one size
 are cropped in the batched op.
 
@@ -156,14 +156,14 @@ def _train_dataset(source, config, input_context, start_step, on_device):
     dataset = stream.map(draw, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(per_replica, drop_remainder=True)
     if not on_device:
-        augmenter = DeviceAugmenter(config, fixed_size)
+        augmenter = ViewAugmenter(config, fixed_size)
         dataset = dataset.map(
             lambda batch: {"views": augmenter(batch), "label": batch["label"]},
             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-class DeviceAugmenter:
+class ViewAugmenter:
     """Applies a batch's drawn parameters: batch -> tuple of float32 [b, S, S, 3].
 
     Works in tf.data (host augmentation) and inside `strategy.run` (device).
@@ -189,7 +189,7 @@ def device_augmenter(config, info):
     step runs on TPUs or GPUs (a TPU step must compile with static shapes)."""
     if config.augment.augment_on != "device":
         return None
-    return DeviceAugmenter(config, info.image_shape is not None,
+    return ViewAugmenter(config, info.image_shape is not None,
                            vectorized=strategy_lib.on_accelerators(config.hardware))
 
 

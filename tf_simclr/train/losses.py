@@ -7,7 +7,7 @@ subtracting LARGE_NUM, both directions summed.
 
 Loss scaling contract with the training loop (as official `tf2/run.py`):
 every replica computes its local mean (these functions); the loop divides it by
-`tf_simclr.train.distribute.num_replicas_in_sync()` before `tape.gradient`, and
+`tf_simclr.train.cross_replica.num_replicas_in_sync()` before `tape.gradient`, and
 `optimizer.apply_gradients` all-reduces the gradients by SUM. The applied gradient
 is then the gradient of the mean loss over the global batch, i.e. what one device
 computes on the whole batch (tests/test_distributed_loss.py).
@@ -17,7 +17,7 @@ import numbers
 
 import tensorflow as tf
 
-from tf_simclr.train import distribute
+from tf_simclr.train import cross_replica
 
 # Subtracted from the self-similarity logits, as official: exp(-1e9 / ...) is 0.
 LARGE_NUM = 1e9
@@ -47,7 +47,7 @@ def nt_xent_loss(z1, z2, temperature, normalize=True):
             column replica_id * B_local + i.
 
     Inside `strategy.run` with R > 1 replicas, z1 and z2 of all replicas are
-    gathered (with gradient, `distribute.cross_replica_concat`) as negatives and
+    gathered (with gradient, `cross_replica.cross_replica_concat`) as negatives and
     N = R * B_local; every replica must have the same B_local. Outside a strategy,
     with one replica, or in the cross-replica context, N = B_local. The
     computation is float32 even for float16/bfloat16 inputs (mixed precision).
@@ -71,9 +71,9 @@ def nt_xent_loss(z1, z2, temperature, normalize=True):
         z2 = tf.math.l2_normalize(z2, axis=-1)
 
     batch = tf.shape(z1)[0]
-    global_batch = distribute.num_replicas_in_sync() * batch
-    z1_all, z2_all = distribute.cross_replica_concat([z1, z2])
-    positives = tf.range(batch) + distribute.replica_id_in_sync_group() * batch
+    global_batch = cross_replica.num_replicas_in_sync() * batch
+    z1_all, z2_all = cross_replica.cross_replica_concat([z1, z2])
+    positives = tf.range(batch) + cross_replica.replica_id_in_sync_group() * batch
     labels = tf.one_hot(positives, 2 * global_batch)
     self_mask = tf.one_hot(positives, global_batch)
 

@@ -87,7 +87,7 @@ def build_optimizer(config, learning_rate, model):
 
     Args:
         config: a `tf_simclr.config.Config`.
-        learning_rate: float or LearningRateSchedule (`schedules.from_config`).
+        learning_rate: float or LearningRateSchedule (`schedules.build_schedule`).
         model: the model to train; must be built for lars and adamw.
 
     Returns:

@@ -70,7 +70,7 @@ class WarmUpAndCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def from_config(config, num_train_examples):
+def build_schedule(config, num_train_examples):
     """The run's schedule: config.scaled_learning_rate, warmup_steps, train_steps.
 
     Args:

@@ -69,7 +69,7 @@ class TrainState:
             self.model = model_lib.build_model(config, num_classes)
             size = config.data.image_size
             self.model(tf.zeros([1, size, size, 3]), training=False)
-            self.learning_rate = schedules.from_config(config, num_train_examples)
+            self.learning_rate = schedules.build_schedule(config, num_train_examples)
             self.optimizer = optimizers.build_optimizer(config, self.learning_rate, self.model)
             self.optimizer.build(self.model.trainable_variables)
         self.checkpointer = checkpointing.Checkpointer(
