@@ -2,7 +2,7 @@
 
 Importing the package sets two environment defaults before TensorFlow loads,
 unless the caller set them: TF_ENABLE_ONEDNN_OPTS=1 (oneDNN is off by default on
-AMD CPUs and doubles CPU throughput here, see bench/README.md) and
+AMD CPUs and is the faster setting on CPUs, see bench/README.md) and
 TF_CPP_MIN_LOG_LEVEL=2 (no C++ info lines).
 """
 
