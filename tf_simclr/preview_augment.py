@@ -17,15 +17,13 @@ import sys
 
 from absl import app, flags
 
+from tf_simclr import errors
+
 FLAGS = flags.FlagValues()
 
 # Sources larger than this many times the view side are downscaled first (keeps
 # the batch of copies small); crops are relative, so the views look the same.
 MAX_SOURCE_SCALE = 4
-
-
-class PreviewError(Exception):
-    """A bad --image or --out, reported as `error: ...` and exit status 2."""
 
 
 def define_flags(flag_values=FLAGS):
@@ -55,16 +53,16 @@ define_flags()
 
 
 def load_image(path, image_size):
-    """The image at `path` as uint8 RGB [H, W, 3]; PreviewError if it cannot be read."""
+    """The image at `path` as uint8 RGB [H, W, 3]; DataError if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise PreviewError(f"--image {path!r} does not exist or is not a file")
+        raise errors.DataError(f"--image {path!r} does not exist or is not a file")
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise PreviewError(f"--image {path!r} is not a readable image: {e}") from e
+        raise errors.DataError(f"--image {path!r} is not a readable image: {e}") from e
     limit = MAX_SOURCE_SCALE * image_size
     if min(image.size) > limit:
         scale = limit / min(image.size)
@@ -109,11 +107,11 @@ def write_preview(image_path, out, image_size=224, rows=4, cols=6, seed=0,
                      padding)
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
-        raise PreviewError(f"--out {out!r}: directory {directory!r} does not exist")
+        raise errors.StorageError(f"--out {out!r}: directory {directory!r} does not exist")
     try:
         Image.fromarray(grid).save(out, format="PNG")
     except OSError as e:
-        raise PreviewError(f"--out {out!r} cannot be written: {e}") from e
+        raise errors.StorageError(f"--out {out!r} cannot be written: {e}") from e
     return grid
 
 
@@ -124,9 +122,9 @@ def main(argv):
         grid = write_preview(FLAGS.image, FLAGS.out, FLAGS.image_size, FLAGS.rows, FLAGS.cols,
                              FLAGS.seed, FLAGS.color_jitter_strength, FLAGS.use_blur,
                              FLAGS.padding)
-    except PreviewError as e:
+    except errors.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(errors.exit_status(e))
     print(f"wrote {FLAGS.out}: {FLAGS.rows}x{FLAGS.cols} views of {FLAGS.image_size} px "
           f"({grid.shape[1]}x{grid.shape[0]} px)")
 
