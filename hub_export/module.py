@@ -50,9 +50,7 @@ from tf_simclr.train import optimizers as optimizers_lib
 FEATURES = "final_avg_pool"
 LOGITS = model_lib.LOGITS_SUP
 SERVING_SIGNATURE = "serving_default"
-TRAINING_ENDPOINT = "call_training"
 CONFIG_ASSET = "config.json"
-INIT_MODES = ("checkpoint", "random")
 # Dtypes callers plausibly pass by mistake (decoded uint8 images, numpy float64,
 # float16 halves, integer tensors). Each gets traced entry points that fail with a
 # clear message; other dtypes get TensorFlow's "could not find matching concrete
