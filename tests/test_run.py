@@ -303,6 +303,23 @@ def _scalars(model_dir):
     return values
 
 
+def test_eval_mode_evaluates_the_checkpoints_a_training_run_wrote(tmp_path):
+    _image_folder(tmp_path / "images")
+    fields = dict(train_steps=3, checkpoint_steps=3, train_split="train[:75%]",
+                  eval_split="train[75%:]", eval_batch_size=8)
+    both = job.run(_bad_config(tmp_path, mode="train_then_eval",
+                               model_dir=str(tmp_path / "both"), **fields))
+    job.run(_bad_config(tmp_path, mode="train", model_dir=str(tmp_path / "split"), **fields))
+    evaluated = job.run(_bad_config(tmp_path, mode="eval", model_dir=str(tmp_path / "split"),
+                                    **fields))
+    assert evaluated["eval"]["global_step"] == 3
+    assert evaluated["eval"]["label_top_1_accuracy"] == both["eval"]["label_top_1_accuracy"]
+    with pytest.raises(errors.CheckpointError, match=r"does not (hold|fit) every variable of "
+                       r"the model of .*split \(another architecture\?\)"):
+        job.run(_bad_config(tmp_path, mode="eval", model_dir=str(tmp_path / "split"),
+                            resnet_depth=34, **fields))
+
+
 def test_train_then_eval_writes_results_summaries_and_a_matching_export(tmp_path):
     _image_folder(tmp_path / "images")
     config = _bad_config(tmp_path, mode="train_then_eval", train_steps=3, checkpoint_steps=3,

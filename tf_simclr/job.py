@@ -63,8 +63,8 @@ def _evaluate_checkpoints(config, state, source, chief, after_eval):
     result = {}
     for path in tf.train.checkpoints_iterator(config.train.model_dir, min_interval_secs=15,
                                               timeout=EVAL_WAIT_SECONDS):
-        tf.train.Checkpoint(model=state.model, optimizer=state.optimizer).restore(
-            path).expect_partial()
+        checkpointing.restore(path, f"variable of the model of {config.train.model_dir}",
+                              model=state.model, optimizer=state.optimizer)
         result = _evaluate_then_act(config, state, source, chief, after_eval)
         if state.step >= total:
             break

@@ -106,12 +106,16 @@ def resolve(path, flag="--checkpoint"):
 def restore(path, what, **objects):
     """Restores `objects` (tf.train.Checkpoint keywords) from prefix `path`.
 
-    Every variable of `objects` must be in the checkpoint (extra ones, such as the
-    optimizer's, may be there); otherwise CheckpointError saying that `path` does not
-    hold every `what` (e.g. "variable of the model of DIR/config.json"). Returns the
-    load status.
+    Every variable of `objects` must be in the checkpoint with its shape (extra ones,
+    such as the optimizer's, may be there); otherwise CheckpointError saying that
+    `path` does not hold (or fit) every `what` (e.g. "variable of the model of
+    DIR/config.json"). Returns the load status.
     """
-    status = tf.train.Checkpoint(**objects).restore(path)
+    try:
+        status = tf.train.Checkpoint(**objects).restore(path)
+    except ValueError as error:  # a variable of another shape
+        raise CheckpointError(f"checkpoint {path} does not fit every {what} (another "
+                              f"architecture?): {str(error).splitlines()[0]}") from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as error:
@@ -125,9 +129,9 @@ def restore_pretrained(model, path):
 
     `path` is a prefix or a model_dir (`resolve`). Nothing else is read: the old
     supervised head, the optimizer and the step stay as they are, so a classifier with
-    another number of classes is fine. CheckpointError if the model is not built or
-    an encoder/head variable is missing (e.g. another depth); a width mismatch raises
-    on the shape. Returns the load status.
+    another number of classes is fine. CheckpointError if the model is not built, or
+    an encoder/head variable is missing or of another shape (another depth or width).
+    Returns the load status.
     """
     if not model.built:
         raise CheckpointError("restore_pretrained needs a built model (build_model builds "
