@@ -42,21 +42,22 @@ def _resolve(name):
     return name or None
 
 
+def _imported_names(node):
+    """Dotted names an import statement binds: `from a import b` -> a.b; else []."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [f"{node.module}.{alias.name}" for alias in node.names]
+    return []
+
+
 def _imports(module):
-    """[(imported first-party module, line)] of every import in `module`, local ones too."""
-    found = []
-    for node in ast.walk(TREES[module]):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            # `from package import module` imports the module, else the package itself.
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES
-                     else node.module for alias in node.names]
-        else:
-            continue
-        found += [(target, node.lineno) for target in map(_resolve, names)
-                  if target and target != module]
-    return found
+    """[(imported first-party module, line)] of every import in `module`, local ones too.
+
+    `from package import name` imports package.name when that is a module, else the
+    package itself (`_resolve` walks up to the first known module)."""
+    return [(target, node.lineno) for node in ast.walk(TREES[module])
+            for target in map(_resolve, _imported_names(node)) if target and target != module]
 
 
 def _module_aliases(module):
@@ -112,12 +113,8 @@ def test_entry_point_and_exporter_only_apis(rule):
     for module, tree in TREES.items():
         for node in ast.walk(tree):
             if rule == "absl flags and app" and module not in ENTRY_POINTS:
-                bad = (isinstance(node, ast.ImportFrom) and node.module == "absl"
-                       and {a.name for a in node.names} & {"flags", "app"}) or (
-                    isinstance(node, (ast.Import, ast.ImportFrom))
-                    and any(n in ("absl.flags", "absl.app")
-                            for n in [getattr(node, "module", None)]
-                            + [a.name for a in node.names]))
+                bad = any(name.split(".")[:2] in (["absl", "flags"], ["absl", "app"])
+                          for name in _imported_names(node))
             elif rule == "tf.saved_model" and module not in SAVED_MODEL_USERS:
                 bad = (isinstance(node, ast.Attribute) and node.attr == "saved_model"
                        and isinstance(node.value, ast.Name) and node.value.id == "tf")
