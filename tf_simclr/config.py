@@ -25,6 +25,7 @@ from tf_simclr.config_groups import (
     MODES,
     OPTIMIZERS,
     PRECISIONS,
+    PROBE_MODES,
     PROJ_HEAD_MODES,
     RESNET_DEPTHS,
     TRAIN_MODES,
@@ -34,6 +35,7 @@ from tf_simclr.config_groups import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    ProbeConfig,
     TrainConfig,
 )
 from tf_simclr.errors import ConfigError
@@ -42,11 +44,11 @@ __all__ = [
     # Choice sets of the enum flags (and the ResNet depths), and limits.
     "AUGMENT_ON", "BAD_IMAGE_POLICIES", "COLOR_JITTER_IMPLS", "CROP_SAMPLERS",
     "LR_SCALINGS", "MIN_IMAGE_SIZE", "MODES", "OPTIMIZERS", "PRECISIONS",
-    "PROJ_HEAD_MODES", "RESNET_DEPTHS", "TRAIN_MODES",
+    "PROBE_MODES", "PROJ_HEAD_MODES", "RESNET_DEPTHS", "TRAIN_MODES",
     "CONFIG_FILENAME", "LINEAR_EVAL_DIRNAME",
     # The configuration and its groups.
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "HardwareConfig", "LossConfig",
-    "ModelConfig", "OptimConfig", "TrainConfig",
+    "ModelConfig", "OptimConfig", "ProbeConfig", "TrainConfig",
     "field_names", "flag_fields", "group_of", "load", "save", "write_atomically",
     # The linear-evaluation recipe and derived quantities.
     "linear_eval_config", "linear_eval_overrides",
@@ -65,6 +67,7 @@ _GROUPS = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "probe": ProbeConfig,
     "hardware": HardwareConfig,
 }
 
@@ -78,6 +81,7 @@ class Config:
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    probe: ProbeConfig = ProbeConfig()
     hardware: HardwareConfig = HardwareConfig()
 
     def validate(self):

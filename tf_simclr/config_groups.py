@@ -1,4 +1,4 @@
-"""The seven flag groups of a run, each field one absl flag declared once.
+"""The eight flag groups of a run, each field one absl flag declared once.
 
 A field carries its flag's type, default, help text and (for enums) choices, the
 help and choices in `field.metadata["help"]` and `field.metadata["choices"]`;
@@ -26,6 +26,7 @@ CROP_SAMPLERS = ("official", "paper")
 COLOR_JITTER_IMPLS = ("simclrv2", "simclrv1")
 BAD_IMAGE_POLICIES = ("error", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PROBE_MODES = ("none", "encoder", "baselines")
 MIN_IMAGE_SIZE = 16
 
 
@@ -307,6 +308,52 @@ class TrainConfig:
                     "--train_mode=finetune; expected -1 for pretraining.")
             if self.finetune_from_scratch:
                 raise ConfigError("--finetune_from_scratch applies to --train_mode=finetune.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """The linear probe and kNN on frozen features (`tf_simclr.probe`), and the kNN
+    monitor during pretraining."""
+    probe: str = _flag(
+        "none", "[ext] After pretraining, probe the encoder on frozen features in "
+        "model_dir/probe (L-BFGS logistic regression and kNN); 'baselines' also probes "
+        "raw pixels and the random-weight encoder; results join result.json.",
+        PROBE_MODES)
+    probe_l2_min: float = _flag(1e-6, "[ext] Weakest L2 strength of the probe's grid.")
+    probe_l2_max: float = _flag(1e5, "[ext] Strongest L2 strength of the probe's grid.")
+    probe_l2_steps: int = _flag(
+        23, "[ext] Log-spaced L2 values in the grid: 23 = two per decade; SimCLR appendix "
+        "B.8 used 45 in 1e-6..1e5 (bench/README.md compares them).")
+    probe_holdout_fraction: float = _flag(
+        0.1, "[ext] Part of the train split held out to choose the L2 strength; the "
+        "probe is then refitted on the whole train split.")
+    probe_max_iterations: int = _flag(
+        1000, "[ext] L-BFGS iterations per fit at most (it stops earlier on convergence).")
+    probe_patience: int = _flag(
+        2, "[ext] Stop walking the L2 grid (strongest first) after this many values in a "
+        "row score below the best on the held-out part; 0 fits the whole grid.")
+    knn_monitor_epochs: int = _flag(
+        0, "[ext] During pretraining on labelled data, every this many epochs: kNN top-1 "
+        "(k=200, T=0.1) of a subset of the eval split against a subset of the train "
+        "split, as eval/knn_top1; 0 turns it off.")
+    knn_monitor_train_examples: int = _flag(
+        10000, "[ext] Train examples (the first ones) in the kNN monitor's bank.")
+    knn_monitor_eval_examples: int = _flag(
+        2000, "[ext] Eval examples (the first ones) the kNN monitor classifies.")
+
+    def validate(self):
+        _check_finite(self)
+        _check_choice("probe", self.probe, PROBE_MODES)
+        _check_range("probe_l2_min", self.probe_l2_min, low=0.0, low_open=True)
+        _check_range("probe_l2_max", self.probe_l2_max, low=self.probe_l2_min)
+        _check_range("probe_l2_steps", self.probe_l2_steps, low=1)
+        _check_range("probe_holdout_fraction", self.probe_holdout_fraction, low=0.0,
+                     high=0.5, low_open=True)
+        _check_range("probe_max_iterations", self.probe_max_iterations, low=1)
+        _check_range("probe_patience", self.probe_patience, low=0)
+        _check_range("knn_monitor_epochs", self.knn_monitor_epochs, low=0)
+        _check_range("knn_monitor_train_examples", self.knn_monitor_train_examples, low=1)
+        _check_range("knn_monitor_eval_examples", self.knn_monitor_eval_examples, low=1)
 
 
 @dataclasses.dataclass(frozen=True)
