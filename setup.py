@@ -40,17 +40,22 @@ setuptools.setup(
         # TF 2.21 no longer depends on tensorboard; without it tf.summary.scalar
         # raises TBNotInstalledError.
         f"tensorboard=={TF_VERSION}",
+        # The probe's L-BFGS (tf_simclr.probe.logistic) and the learning-curve plot.
+        "scipy>=1.11",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "hub": [f"tf-keras=={TF_VERSION}", "tensorflow-hub==0.16.1"],
-        "test": ["pytest>=8", "scipy>=1.11", "ruff==0.17.*"],
+        # scikit-learn: the independent reference solver of the probe's tests.
+        "test": ["pytest>=8", "scikit-learn>=1.5", "ruff==0.17.*"],
     },
     entry_points={
         "console_scripts": [
             "tf_simclr=tf_simclr.run:entry_point",
             "tf_simclr_hub_export=hub_export.__main__:entry_point",
+            "tf_simclr_probe=tf_simclr.probe.__main__:entry_point",
         ],
     },
 )

@@ -3,8 +3,8 @@
 Rules: first-party modules import each other without a cycle (function-local imports
 count); the library (tf_simclr, hub_export) never imports upward: tf_simclr's modules
 do not import hub_export, only the entry points do; absl flags and app live only in
-the entry points; `tf.saved_model` only in the exporter; no module reads another
-first-party module's `_private` name.
+the entry points; `tf.saved_model` only in the exporter and the module loader; no
+module reads another first-party module's `_private` name.
 """
 
 import ast
@@ -14,8 +14,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("tf_simclr", "hub_export")
-ENTRY_POINTS = {"tf_simclr.run", "tf_simclr.preview_augment", "hub_export.__main__"}
-SAVED_MODEL_USERS = {"hub_export.exporter"}
+ENTRY_POINTS = {"tf_simclr.run", "tf_simclr.preview_augment", "tf_simclr.probe.__main__",
+                "hub_export.__main__"}
+# The exporter writes SavedModels; feature_module loads any image feature-vector module.
+SAVED_MODEL_USERS = {"hub_export.exporter", "hub_export.feature_module"}
 
 
 def _modules():

@@ -21,7 +21,8 @@ float32 [b, S, S, 3] in [0, 1] (host) or "inputs"/"parameters": a tuple, per
 view, of images [b, H, W, 3] and their parameters (device)}. Pretraining has two
 views; fine-tuning one, with crop and flip only (official finetune policy).
 
-Eval elements, per replica: {"image": float32 [b, S, S, 3] (center crop),
+Eval elements (of the eval split, or any split for feature extraction), per
+replica: {"image": float32 [b, S, S, 3] (center crop),
 "label": int32 [b], "mask": float32 [b]}; the split is padded with mask 0 to
 exactly `num_steps` global batches.
 """
@@ -200,7 +201,7 @@ def distributed_train_dataset(strategy, source, config, start_step):
         lambda context: _train_dataset(source, config, context, start_step, on_device))
 
 
-def _eval_dataset(source, config, input_context, num_steps):
+def _eval_dataset(source, config, input_context, num_steps, split):
     per_replica = input_context.get_per_replica_batch_size(config.train.eval_batch_size)
     replicas_here = input_context.num_replicas_in_sync // input_context.num_input_pipelines
     total = num_steps * per_replica * replicas_here
@@ -214,13 +215,15 @@ def _eval_dataset(source, config, input_context, num_steps):
     padding = tf.data.Dataset.from_tensors({
         "image": tf.zeros([size, size, 3]), "label": tf.constant(0, tf.int32),
         "mask": tf.constant(0.0)}).repeat()
-    dataset = source.examples(config.data.eval_split, input_context)
+    dataset = source.examples(split, input_context)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.concatenate(padding).take(total)
     return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_eval_dataset(strategy, source, config, num_steps):
-    """The eval split padded to `num_steps` global batches, distributed over `strategy`."""
+def distributed_eval_dataset(strategy, source, config, num_steps, split=None):
+    """`split` (default the eval split) with eval preprocessing, padded to `num_steps`
+    global batches, distributed over `strategy`."""
+    split = config.data.eval_split if split is None else split
     return strategy.distribute_datasets_from_function(
-        lambda context: _eval_dataset(source, config, context, num_steps))
+        lambda context: _eval_dataset(source, config, context, num_steps, split))

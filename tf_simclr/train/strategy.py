@@ -97,3 +97,11 @@ def is_chief(strategy):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def check_single_host(strategy, what):
+    """ConfigError when `strategy` spans several hosts (TF_CONFIG with many tasks)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ConfigError(f"{what} runs on one host, but TF_CONFIG names "
+                          f"{_tf_config_task_count()} tasks; expected it unset (GPUs and "
+                          "TPUs of one host are used through their strategy).")

@@ -1,0 +1,152 @@
+"""The logistic-regression probe (tf_simclr.probe.logistic / protocol) against
+scikit-learn's L-BFGS solver, on synthetic and fixed features."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from tf_simclr.config import Config
+from tf_simclr.probe import feature_store, logistic, protocol
+
+
+def _store(tmp_path, name, features, labels, shard_rows=feature_store.DEFAULT_SHARD_ROWS):
+    return feature_store.write_store(str(tmp_path / name), name,
+                                     [(features, labels)], shard_rows=shard_rows)
+
+
+def _mixture(rng, n, num_classes, dim, spread):
+    """Gaussian classes around fixed random centres (the same for every call)."""
+    centres = np.random.default_rng(123).normal(size=(num_classes, dim))
+    labels = rng.integers(0, num_classes, n)
+    return (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def _batches(x, labels):
+    import tensorflow as tf
+    return lambda: [(tf.constant(x, tf.float32), tf.constant(labels, tf.int32))]
+
+
+def test_separable_features_are_classified_perfectly(tmp_path):
+    rng = np.random.default_rng(0)
+    train_x, train_y = _mixture(rng, 1500, 4, 8, spread=0.05)
+    test_x, test_y = _mixture(rng, 500, 4, 8, spread=0.05)
+    config = Config().replace(probe_l2_steps=12, model_dir=str(tmp_path))
+    result = protocol.linear_probe(_store(tmp_path, "train", train_x, train_y),
+                                   _store(tmp_path, "test", test_x, test_y), 4,
+                                   config.probe, seed=0)
+    assert result["linear_top1"] == 1.0
+    assert result["linear_top5"] == 1.0
+
+
+@pytest.mark.parametrize("l2", [1e-4, 1e-2])
+def test_fit_agrees_with_scikit_learn(l2):
+    """Same objective: sklearn's C = 1 / (l2 N). Weights, loss and accuracy agree."""
+    rng = np.random.default_rng(1)
+    x, y = _mixture(rng, 3000, 6, 24, spread=2.0)
+    test_x, test_y = _mixture(rng, 1000, 6, 24, spread=2.0)
+    classifier, info = logistic.fit(_batches(x, y), len(x), 24, 6, l2,
+                                    options=logistic.SolverOptions(gtol=1e-7))
+    assert info["converged"]
+    reference = LogisticRegression(C=1.0 / (l2 * len(x)), tol=1e-10, max_iter=10000)
+    reference.fit(x.astype(np.float64), y)
+    ours = np.argmax(test_x @ classifier.weights + classifier.bias, 1)
+    theirs = reference.predict(test_x.astype(np.float64))
+    assert abs(np.mean(ours == test_y) - np.mean(theirs == test_y)) <= 0.003
+    # sklearn's multinomial coefficients are defined up to a shift per feature
+    # (softmax invariance), which the penalty pins at mean zero over classes.
+    np.testing.assert_allclose(classifier.weights, reference.coef_.T, atol=2e-3)
+    centred_bias = reference.intercept_ - reference.intercept_.mean()
+    np.testing.assert_allclose(classifier.bias - classifier.bias.mean(), centred_bias,
+                               atol=2e-3)
+
+
+def test_whole_protocol_agrees_with_scikit_learn_at_the_chosen_l2(tmp_path):
+    """The protocol's test top-1 equals sklearn's, refitted on the same standardised
+    train split with the l2 the protocol chose, within 0.3 points."""
+    rng = np.random.default_rng(2)
+    train_x, train_y = _mixture(rng, 4000, 5, 32, spread=2.5)
+    test_x, test_y = _mixture(rng, 1500, 5, 32, spread=2.5)
+    train_x[:, 3] = 7.0  # a constant feature, dropped by the standardiser
+    train = _store(tmp_path, "train", train_x, train_y, shard_rows=1000)
+    test = _store(tmp_path, "test", test_x, test_y)
+    config = Config().replace(probe_l2_steps=12, model_dir=str(tmp_path))
+    result = protocol.linear_probe(train, test, 5, config.probe, seed=0)
+    mean, std = train_x.mean(0), train_x.std(0)
+    std[std == 0] = 1.0
+    reference = LogisticRegression(C=1.0 / (result["l2"] * len(train_x)), tol=1e-8,
+                                   max_iter=10000)
+    reference.fit((train_x - mean) / std, train_y)
+    expected = reference.score((test_x - mean) / std, test_y)
+    assert abs(result["linear_top1"] - expected) <= 0.003
+    assert 0.5 < expected < 0.99
+
+
+def test_l2_is_chosen_on_the_held_out_train_rows_never_on_test(tmp_path):
+    rng = np.random.default_rng(3)
+    train_x, train_y = _mixture(rng, 2000, 4, 16, spread=3.0)
+    test_x, test_y = _mixture(rng, 800, 4, 16, spread=3.0)
+    train = _store(tmp_path, "train", train_x, train_y)
+    config = Config().replace(probe_l2_steps=12, probe_patience=0, model_dir=str(tmp_path))
+    result = protocol.linear_probe(train, _store(tmp_path, "test", test_x, test_y), 4,
+                                   config.probe, seed=0)
+    scores = [entry["holdout_top1"] for entry in result["l2_grid"]]
+    assert len(scores) == 12
+    best = result["l2_grid"][int(np.argmax(scores))]["l2"]  # first maximum: strongest
+    assert result["l2"] == best
+    # Test labels shuffled: the choice (and the held-out scores) do not move.
+    shuffled = protocol.linear_probe(
+        train, _store(tmp_path, "shuffled", test_x, rng.permutation(test_y)), 4,
+        config.probe, seed=0)
+    assert shuffled["l2"] == result["l2"]
+    assert [e["holdout_top1"] for e in shuffled["l2_grid"]] == scores
+    assert result["num_holdout_examples"] == 200
+
+
+def test_streamed_batches_fit_the_same_classifier_as_in_memory(tmp_path):
+    rng = np.random.default_rng(4)
+    x, y = _mixture(rng, 3000, 3, 10, spread=2.0)
+    store = _store(tmp_path, "train", x, y, shard_rows=700)
+    standardiser = protocol.Standardiser(store)
+    in_memory = protocol.RowBatches(store, standardiser)
+    streamed = protocol.RowBatches(store, standardiser, batch_rows=256, in_memory_bytes=0)
+    assert len(list(streamed())) > 5
+    a, _ = logistic.fit(in_memory, 3000, standardiser.dim, 3, 1e-3)
+    b, _ = logistic.fit(streamed, 3000, standardiser.dim, 3, 1e-3)
+    np.testing.assert_allclose(a.weights, b.weights, atol=1e-4)
+
+
+def test_duplicate_features_are_merged_without_changing_the_solution(tmp_path):
+    """Grayscale pixels replicated to RGB: three equal columns per pixel."""
+    rng = np.random.default_rng(5)
+    x, y = _mixture(rng, 2000, 3, 6, spread=1.5)
+    tripled = np.repeat(x, 3, axis=1)
+    merged = protocol.Standardiser(_store(tmp_path, "tripled", tripled, y))
+    assert merged.dim == 6
+    standardised = (tripled - tripled.mean(0)) / tripled.std(0)
+    reference = LogisticRegression(C=1.0 / (1e-2 * len(x)), tol=1e-10, max_iter=10000)
+    reference.fit(standardised, y)
+    ours, _ = logistic.fit(protocol.RowBatches(_store(tmp_path, "t2", tripled, y), merged),
+                           len(x), merged.dim, 3, 1e-2,
+                           options=logistic.SolverOptions(gtol=1e-7))
+    ours_logits = merged(tripled) @ ours.weights + ours.bias
+    theirs_logits = reference.decision_function(standardised)
+    np.testing.assert_allclose(ours_logits - ours_logits.mean(1, keepdims=True),
+                               theirs_logits - theirs_logits.mean(1, keepdims=True),
+                               atol=5e-3)
+
+
+def test_feature_store_round_trip_and_key(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(250, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 250)
+    store = feature_store.write_store(
+        str(tmp_path / "s"), "key-a", [(x[:100], y[:100]), (x[100:], y[100:])], shard_rows=64)
+    assert [s["rows"] for s in store.manifest["shards"]] == [64, 64, 64, 58]
+    reopened = feature_store.open_store(str(tmp_path / "s"), "key-a")
+    np.testing.assert_array_equal(reopened.features(), x)
+    np.testing.assert_array_equal(reopened.labels, y)
+    assert feature_store.open_store(str(tmp_path / "s"), "key-b") is None
+    manifest = json.loads((tmp_path / "s" / feature_store.MANIFEST).read_text())
+    assert manifest["num_examples"] == 250 and manifest["dim"] == 4
