@@ -3,7 +3,10 @@
 One `tf.function` runs `n` steps of `strategy.run(step)` (n = steps_per_loop, cut
 so that loops end on checkpoint boundaries and at the last step); after each call
 the loop checks the loss is finite, prints a progress line, writes TensorBoard
-scalars, and saves a checkpoint when one is due or a SIGTERM arrived.
+scalars, and saves a checkpoint when one is due or a SIGTERM arrived. With
+`knn_monitor_epochs` the kNN monitor measures the representation when an interval
+ends (eval/knn_top1, also in the progress line); every loop's point goes into
+model_dir/learning_curve.json, drawn as learning_curve.png at the end.
 
 Gradient contract: each replica's loss is the mean over its local batch, divided
 by the number of replicas before differentiation; `apply_gradients` sums gradients
@@ -22,7 +25,14 @@ from tf_simclr import config as config_lib
 from tf_simclr import input_pipeline
 from tf_simclr.errors import Terminated, TrainingDiverged
 from tf_simclr.models import simclr as model_lib
-from tf_simclr.train import checkpointing, losses, optimizers, schedules
+from tf_simclr.train import (
+    checkpointing,
+    knn_monitor,
+    learning_curve,
+    losses,
+    optimizers,
+    schedules,
+)
 from tf_simclr.train import metrics as metrics_lib
 from tf_simclr.train import progress as progress_lib
 from tf_simclr.train import strategy as strategy_lib
@@ -222,7 +232,10 @@ class Trainer:
                      config.train.train_mode, start, self.total_steps, self.loop_steps,
                      self.checkpoint_every, self.strategy.num_replicas_in_sync,
                      config_lib.scaled_learning_rate(config))
-        step, values = start, {}
+        monitor = knn_monitor.KnnMonitor(state, self.source)
+        curve = learning_curve.LearningCurve(config.train.model_dir, start, enabled=chief)
+        epoch_steps = config_lib.epoch_steps(config, self.num_train)
+        step, previous, values = start, start, {}
         with _SigtermFlag() as sigterm:
             while step < self.total_steps:
                 to_checkpoint = self.checkpoint_every - step % self.checkpoint_every
@@ -234,11 +247,18 @@ class Trainer:
                         f"the loss is not finite at step {step} ({values}); training stopped "
                         f"and the last good checkpoint ({state.checkpointer.latest}) is kept.")
                 self.history.append((step, values))
-                images_per_second = progress.log(step, values)
+                shown, monitored = dict(values), {}
+                if monitor.due(step, previous, self.total_steps):
+                    monitored = monitor.measure()
+                    shown.update(monitored)
+                    summaries.scalars(step, monitored, prefix="eval/")
+                images_per_second = progress.log(step, shown)
                 summaries.scalars(step, {
                     **{f"train/{k}": v for k, v in values.items()},
                     "train/images_per_second": images_per_second,
                     "learning_rate": float(state.learning_rate(step))})
+                curve.record(step, step / epoch_steps, shown)
+                previous = step
                 if step % self.checkpoint_every == 0 or step == self.total_steps or sigterm.raised:
                     path = state.checkpointer.save()
                     logging.info("saved %s", path)
@@ -246,4 +266,7 @@ class Trainer:
                     raise Terminated(f"SIGTERM at step {step}; saved "
                                      f"{state.checkpointer.latest}; rerun the same command "
                                      "to resume.")
+        picture = curve.write_png()
+        if picture:
+            logging.info("wrote %s", picture)
         return values
