@@ -8,16 +8,14 @@ Two kinds of TFDS data, neither downloaded:
   Example i has every pixel equal to i and label i % 3.
 """
 
-import contextlib
 import os
-from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from testutil import cpu_devices
+from testutil import cpu_devices, mock_tfds
 from tf_simclr import data
 from tf_simclr.config import DataConfig
 from tf_simclr.data import DataError, DatasetInfo
@@ -61,20 +59,6 @@ def _tiny(data_dir, **fields):
     fields = {"dataset": "tf_simclr_tiny_gray", "data_dir": data_dir,
               "train_split": "train", "eval_split": "test", **fields}
     return DataConfig(**fields)
-
-
-@contextlib.contextmanager
-def mock_tfds(num_examples):
-    """TFDS mock data that counts as prepared.
-
-    mock_data serves random examples from as_dataset() but points builders at a
-    non-existing data_dir, so is_prepared() says False; declare it True.
-    """
-    with tfds.testing.mock_data(num_examples=num_examples,
-                                policy=tfds.testing.MockPolicy.USE_CODE), \
-            mock.patch.object(tfds.core.DatasetBuilder, "is_prepared",
-                              return_value=True):
-        yield
 
 
 def _tfds_decoded(name, split):

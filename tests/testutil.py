@@ -1,5 +1,7 @@
 """Helpers shared by tests (conftest.py sets up the logical CPU devices)."""
 
+import contextlib
+
 NUM_LOGICAL_CPUS = 4
 
 
@@ -81,3 +83,20 @@ def mirrored(num_replicas):
     strategy = tf.distribute.MirroredStrategy(cpu_devices(num_replicas))
     tf.distribute.MirroredStrategy._collective_key_base += 100_000
     return strategy
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples):
+    """TFDS mock data that counts as prepared.
+
+    mock_data serves random examples from as_dataset() but points builders at a
+    non-existing data_dir, so is_prepared() says False; declare it True.
+    """
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=num_examples,
+                                policy=tfds.testing.MockPolicy.USE_CODE), \
+            mock.patch.object(tfds.core.DatasetBuilder, "is_prepared",
+                              return_value=True):
+        yield

@@ -1,13 +1,15 @@
-"""A whole run as `tf_simclr.run` starts it: train, evaluate, export, linear eval.
+"""A whole run as `tf_simclr.run` starts it: train, evaluate, probe, export.
 
 `run(config, after_eval=...)` follows the official modes: `train` trains to
-train_steps; `train_then_eval` then evaluates the supervised head once and runs
-the `after_eval` actions (the entry point passes hub_export's SavedModel export);
-`eval` evaluates every new checkpoint in model_dir until the final one. With
-`--linear_eval_epochs` a pretraining run continues with the linear evaluation
-protocol in model_dir/linear_eval (frozen encoder, new linear head), which is
-how the quickstart goes from pretraining to a linear-eval accuracy to an export in
-one command. Results land in model_dir/result.json.
+train_steps; `train_then_eval` then evaluates the supervised head once (and, with
+`--probe`, probes the encoder on frozen features in model_dir/probe and draws
+model_dir/neighbours.png) and runs the `after_eval` actions (the entry point passes
+hub_export's SavedModel export); `eval` does that for every new checkpoint in
+model_dir until the final one. With `--linear_eval_epochs` a pretraining run
+continues with the SGD linear evaluation protocol in model_dir/linear_eval (frozen
+encoder, new linear head, the official ImageNet-scale protocol). The quickstart
+goes from pretraining to the probe and its baselines to an export in one command.
+Results land in model_dir/result.json.
 """
 
 import json
@@ -20,10 +22,14 @@ from absl import logging
 
 from tf_simclr import config as config_lib
 from tf_simclr import data, input_pipeline
+from tf_simclr.probe import encoders as probe_encoders
+from tf_simclr.probe import protocol
 from tf_simclr.train import checkpointing, evaluator, progress, trainer
 from tf_simclr.train import strategy as strategy_lib
 
 RESULT_FILENAME = "result.json"
+PROBE_DIRNAME = "probe"
+NEIGHBOURS_FILENAME = "neighbours.png"
 EVAL_WAIT_SECONDS = 3600
 
 
@@ -31,12 +37,34 @@ def _write_json(path, payload):
     config_lib.write_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def _probe(config, state, source):
+    """{encoder: probe row} of the trained encoder (and the baselines when asked)."""
+    model_dir = config.train.model_dir
+    chosen = [probe_encoders.from_model(state.model, f"model_dir {model_dir} step {state.step}")]
+    if config.probe.probe == "baselines":
+        chosen += [probe_encoders.pixels(config),
+                   probe_encoders.random_encoder(config, config.train.seed)]
+    result = protocol.probe(chosen, state.strategy, source, config,
+                            os.path.join(model_dir, PROBE_DIRNAME),
+                            neighbours_png=os.path.join(model_dir, NEIGHBOURS_FILENAME))
+    return result["rows"]
+
+
 def _evaluate_then_act(config, state, source, chief, after_eval):
-    """Evaluates, then (on the chief) runs each action and merges what it returns."""
-    result = evaluator.evaluate(state, source)
-    progress.Summaries(config.train.model_dir, enabled=chief).scalars(
-        result["global_step"], {k: v for k, v in result.items() if k != "global_step"},
-        prefix="eval/")
+    """Evaluates (the supervised head, and the probe when configured), then (on the
+    chief) runs each action and merges what it returns."""
+    result = {"global_step": state.step}
+    summaries = progress.Summaries(config.train.model_dir, enabled=chief)
+    if _can_evaluate(config, source):
+        result.update(evaluator.evaluate(state, source))
+        summaries.scalars(result["global_step"],
+                          {k: v for k, v in result.items() if k != "global_step"},
+                          prefix="eval/")
+    if chief and _probes(config):
+        result["probe"] = _probe(config, state, source)
+        main = next(iter(result["probe"].values()))
+        summaries.scalars(state.step, {"probe_linear_top1": main["linear_top1"],
+                                       "probe_knn_top1": main["knn_top1"]}, prefix="eval/")
     if chief:
         for action in after_eval:
             result.update(action(config, state.model, state.step))
@@ -45,11 +73,15 @@ def _evaluate_then_act(config, state, source, chief, after_eval):
     return result
 
 
+def _probes(config):
+    return config.train.train_mode == "pretrain" and config.probe.probe != "none"
+
+
 def _can_evaluate(config, source):
     has_head = config.train.train_mode == "finetune" or config.train.lineareval_while_pretraining
     if not has_head or source.info.num_classes == 0:
         logging.info("no supervised head (unlabeled data or --lineareval_while_pretraining="
-                     "false): evaluation skipped")
+                     "false): evaluation of the head skipped")
         return False
     if source.info.num_eval_examples == 0:
         logging.info("eval split %r is empty: evaluation skipped", config.data.eval_split)
@@ -94,6 +126,8 @@ def run(config, strategy=None, after_eval=()):
     source = data.build_source(config.data, seed=config.train.seed)
     info = source.info
     input_pipeline.check_image_size(config, info)
+    if _probes(config):
+        protocol.check_labelled(source, config)
     model_dir = config.train.model_dir
     chief = strategy_lib.is_chief(strategy)
     logging.info("%s on %s: %d train / %d eval examples, %d classes, %d replica(s)",
@@ -112,7 +146,8 @@ def run(config, strategy=None, after_eval=()):
         train_started = time.time()
         results["train"] = trainer.Trainer(state, source).run()
         results["train_seconds"] = time.time() - train_started
-    if config.train.mode in ("eval", "train_then_eval") and _can_evaluate(config, source):
+    if config.train.mode in ("eval", "train_then_eval") and (
+            _probes(config) or _can_evaluate(config, source)):
         if config.train.mode == "eval":
             results["eval"] = _evaluate_checkpoints(config, state, source, chief, after_eval)
         else:
