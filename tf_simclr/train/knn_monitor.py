@@ -1,6 +1,7 @@
 """kNN top-1 of the representation during pretraining (labelled data only).
 
-Every `knn_monitor_epochs` epochs, and after the last step, the encoder (inference
+Every `knn_monitor_epochs` epochs, and after the last step unless the loop before
+it just measured, the encoder (inference
 mode, eval preprocessing) embeds the first `knn_monitor_train_examples` of the train
 split as the bank and the first `knn_monitor_eval_examples` of the eval split as
 queries; weighted kNN (k=200, T=0.1, cosine) classifies the queries. It tracks
@@ -32,15 +33,20 @@ class KnnMonitor:
         self._every = epochs * config_lib.epoch_steps(config, info.num_train_examples)
         self._extractor = None
         self._state = state
+        self._measured_at = None
 
     def due(self, step, previous_step, last_step):
-        """True when `step` crossed a multiple of the interval or is the last step."""
+        """True when the loop from `previous_step` to `step` crossed a multiple of the
+        interval, or ended training and the loop before it measured nothing."""
         if not self.enabled:
             return False
-        return step == last_step or step // self._every > previous_step // self._every
+        if step // self._every > previous_step // self._every:
+            return True
+        return step == last_step and self._measured_at != previous_step
 
     def measure(self):
         config, source, info = self._config, self._source, self._source.info
+        self._measured_at = self._state.step
         if self._extractor is None:
             model = self._state.model
             self._extractor = extract.Extractor(
