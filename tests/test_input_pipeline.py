@@ -7,6 +7,7 @@ other tests read device-mode streams (parameters only) and apply the pipeline's
 own ViewAugmenter eagerly where they need pixels.
 """
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -440,11 +441,14 @@ def _eval_rows(strategy, source, config, num_steps):
     return {key: np.concatenate(value) for key, value in rows.items()}
 
 
+@pytest.mark.parametrize("fixed_size", [True, False], ids=["batched", "per_example"])
 @pytest.mark.parametrize("height,width,image_size", [(16, 16, 16), (48, 56, 40)])
-def test_eval_pads_to_whole_batches_with_mask(tmp_path, height, width, image_size):
+def test_eval_pads_to_whole_batches_with_mask(tmp_path, height, width, image_size, fixed_size):
     rng = np.random.default_rng(5)
     test_images = rng.integers(0, 256, (13, height, width, 3)).astype(np.uint8)
     source = _source(rng.integers(0, 256, (8, height, width, 3)).astype(np.uint8), test_images)
+    if not fixed_size:  # as for a folder of images of several sizes
+        source.info = dataclasses.replace(source.info, image_shape=None)
     config = _config(tmp_path, image_size=image_size, eval_batch_size=4)
     rows = _eval_rows(testutil.mirrored(2), source, config, num_steps=4)
     assert rows["image"].shape == (16, image_size, image_size, 3)
