@@ -147,9 +147,7 @@ def main(argv):
     try:
         run(parse_flags(argv))
     except errors.UsageError as error:
-        message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(errors.exit_status(error))
+        errors.exit_with(error)
     return 0
 
 

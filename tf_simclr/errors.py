@@ -3,8 +3,11 @@
 Free of TensorFlow, so the command lines can report bad input without loading it.
 Every error a user can fix by changing a flag, a path or the data is a `UsageError`
 (exit status 2); `TrainingDiverged` (3) and `Terminated` (143, as for SIGTERM) are
-outcomes of a run. `exit_status(error)` is the one table both command lines use.
+outcomes of a run. `exit_status(error)` is the one table the command lines use, and
+`exit_with(error)` the one way they end on an error.
 """
+
+import sys
 
 
 class UsageError(ValueError):
@@ -48,3 +51,19 @@ def exit_status(error):
         if isinstance(error, error_type):
             return status
     return None
+
+
+def exit_with(error, log=None):
+    """Ends the process for one of our errors with exit_status(error).
+
+    The message goes to stderr as one line, `error: <message>` (a Terminated run
+    only logs it: it is an outcome, not a mistake); `log` (e.g. absl.logging) also
+    records it, as a warning for Terminated and an error otherwise.
+    """
+    message = " ".join(str(error).split())
+    terminated = isinstance(error, Terminated)
+    if log is not None:
+        (log.warning if terminated else log.error)("%s", message)
+    if not terminated:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(exit_status(error))

@@ -11,7 +11,6 @@ value), 3 when training diverges (NaN/Inf loss; the last good checkpoint is kept
 143 after SIGTERM (a checkpoint was saved first).
 """
 
-import sys
 
 from absl import app, flags, logging
 
@@ -57,12 +56,7 @@ def main(argv):
         config.validate()
         job.run(config, after_eval=[ExportAfterEval()])
     except (errors.UsageError, errors.TrainingDiverged, errors.Terminated) as e:
-        if isinstance(e, errors.Terminated):
-            logging.warning("%s", e)
-        else:
-            logging.error("%s", e)
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_status(e))
+        errors.exit_with(e, log=logging)
 
 
 def entry_point():

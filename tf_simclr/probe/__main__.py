@@ -21,7 +21,6 @@ or modules, with one line naming the bad value.
 
 import dataclasses
 import os
-import sys
 
 from absl import app, flags, logging
 
@@ -127,9 +126,7 @@ def main(argv):
     try:
         run(config_from_flags(), FLAGS)
     except errors.UsageError as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(errors.exit_status(e))
+        errors.exit_with(e, log=logging)
 
 
 def entry_point():
