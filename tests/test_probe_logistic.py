@@ -115,6 +115,15 @@ def test_streamed_batches_fit_the_same_classifier_as_in_memory(tmp_path):
     a, _ = logistic.fit(in_memory, 3000, standardiser.dim, 3, 1e-3)
     b, _ = logistic.fit(streamed, 3000, standardiser.dim, 3, 1e-3)
     np.testing.assert_allclose(a.weights, b.weights, atol=1e-4)
+    # A subset masks the batches in memory and filters the streamed ones: same rows.
+    rows = protocol.holdout_rows(3000, 0.3, seed=0)
+    for whole in (in_memory, streamed):
+        part = whole.subset(rows)
+        assert part.count == 900
+        labels = np.concatenate([batch_labels.numpy() for _, batch_labels in part()])
+        np.testing.assert_array_equal(labels, y[rows])
+        np.testing.assert_allclose(np.concatenate([x.numpy() for x, _ in part()]),
+                                   standardiser(x[rows]), rtol=1e-6, atol=1e-6)
 
 
 def test_duplicate_features_are_merged_without_changing_the_solution(tmp_path):

@@ -129,8 +129,8 @@ def fit(batches, num_examples, num_features, num_classes, l2, init=None,
     return Classifier(w, b), info
 
 
-def select_and_refit(fit_set, holdout_set, full_set, num_features, num_classes, grid,
-                     options=SolverOptions(), top1=None, patience=None):
+def select_and_refit(fit_rows, holdout_rows, all_rows, num_features, num_classes, grid,
+                     options=SolverOptions(), patience=None):
     """Chooses l2 from `grid` on the held-out rows, then refits on all train rows.
 
     The grid is walked strongest first; with `patience`, the walk stops once that
@@ -140,21 +140,22 @@ def select_and_refit(fit_set, holdout_set, full_set, num_features, num_classes, 
     iterations and, past the optimum, only overfit further.
 
     Args:
-      fit_set, holdout_set, full_set: (batches callable, num_examples, labels int [n])
-        for the train rows without the held-out part, the held-out part, and all.
+      fit_rows, holdout_rows, all_rows: the train rows without the held-out part, the
+        held-out part, and all: each a batches callable (as for `fit`) with `count`
+        (rows) and `labels` (int [count]) attributes, e.g. protocol.RowBatches.
       grid: l2 values, strongest first (see l2_grid).
-      top1: function (logits, labels) -> accuracy.
 
     Returns:
-      (classifier fitted on full_set, {"l2", "holdout_top1" per l2, ...}).
+      (classifier fitted on all_rows, {"l2", "grid": per l2 its held-out top-1 and
+      fit info, "refit": the final fit's info}).
     """
-    fit_batches, fit_count, _ = fit_set
-    holdout_batches, _, holdout_labels = holdout_set
     scores, classifier, best = [], None, None
     for l2 in grid:
-        classifier, info = fit(fit_batches, fit_count, num_features, num_classes, l2,
+        classifier, info = fit(fit_rows, fit_rows.count, num_features, num_classes, l2,
                                init=classifier, options=options)
-        accuracy = top1(classifier.logits(holdout_batches()), holdout_labels)
+        # argmax takes the first of equal logits, as knn.top_k_accuracy does.
+        predicted = np.argmax(classifier.logits(holdout_rows()), axis=1)
+        accuracy = float(np.mean(predicted == holdout_rows.labels))
         scores.append({"l2": l2, "holdout_top1": accuracy, **info})
         logger.info("probe l2=%.3g: held-out top-1 %.4f (%d iterations, %.1f s)", l2,
                     accuracy, info["iterations"], info["seconds"])
@@ -166,7 +167,6 @@ def select_and_refit(fit_set, holdout_set, full_set, num_features, num_classes, 
             if patience and worse >= patience:
                 break
     chosen, _, start = best
-    full_batches, full_count, _ = full_set
-    final, info = fit(full_batches, full_count, num_features, num_classes, chosen, init=start,
+    final, info = fit(all_rows, all_rows.count, num_features, num_classes, chosen, init=start,
                       options=options)
     return final, {"l2": chosen, "grid": scores, "refit": info}

@@ -98,19 +98,37 @@ def _distinct_columns(store, candidates, sample_rows):
 class RowBatches:
     """Standardised (x float32 [n, K], labels int32 [n]) batches of a FeatureStore.
 
-    `rows`: a boolean mask [N] of the rows to include (None: all). Called, it
-    returns an iterable over the included rows in batches of at most `batch_rows`:
-    tensors kept in memory when the store fits `in_memory_bytes`, else read from
-    its shards at every call.
+    Called, it returns an iterable over its rows in batches of at most
+    `batch_rows`: tensors kept in memory when the store fits `in_memory_bytes`,
+    else read from the store's shards at every call. `subset(rows)` gives the
+    batches of some rows; from batches in memory it masks them rather than reading
+    and standardising the store again.
     """
 
-    def __init__(self, store, standardiser, rows=None, batch_rows=BATCH_ROWS,
-                 in_memory_bytes=IN_MEMORY_BYTES):
+    def __init__(self, store, standardiser, batch_rows=BATCH_ROWS,
+                 in_memory_bytes=IN_MEMORY_BYTES, rows=None, cached=None):
         self._store, self._standardiser = store, standardiser
-        self._rows, self._batch_rows = rows, batch_rows
+        self._batch_rows, self._in_memory_bytes = batch_rows, in_memory_bytes
+        self._rows = rows  # bool [N] of the store's rows included, None: all
         self.labels = store.labels if rows is None else store.labels[rows]
         self.count = len(self.labels)
-        self._cached = list(self._read()) if store.nbytes <= in_memory_bytes else None
+        if cached is None and store.nbytes <= in_memory_bytes:
+            cached = list(self._read())
+        self._cached = cached
+
+    def subset(self, rows):
+        """The batches of the rows where `rows` (bool [N], over all of this one's) is set."""
+        if self._rows is not None:
+            raise ValueError("subset() of a subset; expected it of the whole store's batches")
+        cached = None
+        if self._cached is not None:
+            cached, start = [], 0
+            for x, labels in self._cached:
+                keep = tf.constant(rows[start:start + len(labels)])
+                start += len(labels)
+                cached.append((tf.boolean_mask(x, keep), tf.boolean_mask(labels, keep)))
+        return RowBatches(self._store, self._standardiser, self._batch_rows,
+                          self._in_memory_bytes, rows=rows, cached=cached)
 
     def _read(self):
         for start, chunk in self._store.chunks():
@@ -134,10 +152,6 @@ def holdout_rows(num_examples, fraction, seed):
     rng = np.random.default_rng(seed + _HOLDOUT_SEED_OFFSET)
     mask[rng.choice(num_examples, size=count, replace=False)] = True
     return mask
-
-
-def top1(logits, labels):
-    return knn.top_k_accuracy(logits, labels, 1)
 
 
 def check_labelled(source, config):
@@ -168,21 +182,16 @@ def linear_probe(train, test, num_classes, probe_config, seed):
     started = time.time()
     standardiser = Standardiser(train)
     holdout = holdout_rows(train.num_examples, probe_config.probe_holdout_fraction, seed)
-    fit_set = RowBatches(train, standardiser, ~holdout)
-    holdout_set = RowBatches(train, standardiser, holdout)
-    full_set = RowBatches(train, standardiser)
+    all_rows = RowBatches(train, standardiser)
     options = logistic.SolverOptions(max_iterations=probe_config.probe_max_iterations)
     grid = logistic.l2_grid(probe_config.probe_l2_min, probe_config.probe_l2_max,
                             probe_config.probe_l2_steps)
     classifier, selection = logistic.select_and_refit(
-        (fit_set, fit_set.count, fit_set.labels),
-        (holdout_set, holdout_set.count, holdout_set.labels),
-        (full_set, full_set.count, full_set.labels),
-        standardiser.dim, num_classes, grid, options=options, top1=top1,
-        patience=probe_config.probe_patience)
+        all_rows.subset(~holdout), all_rows.subset(holdout), all_rows, standardiser.dim,
+        num_classes, grid, options=options, patience=probe_config.probe_patience)
     logits = classifier.logits(RowBatches(test, standardiser)())
     return {
-        "linear_top1": top1(logits, test.labels),
+        "linear_top1": knn.top_k_accuracy(logits, test.labels, 1),
         "linear_top5": knn.top_k_accuracy(logits, test.labels, 5),
         "l2": selection["l2"],
         "l2_grid": [{k: v for k, v in entry.items() if k != "seconds"}
@@ -205,9 +214,9 @@ def knn_probe(train, test, num_classes, settings=knn.SETTINGS):
 
 def probe_encoder(encoder, strategy, source, config, output_dir, neighbours_png=None):
     """The probe row of one encoder (features cached under output_dir/features);
-    with `neighbours_png`, also that picture of its nearest neighbours."""
+    with `neighbours_png`, also that picture of its nearest neighbours. The source
+    must be labelled (`check_labelled`; `probe` checks it)."""
     info = source.info
-    check_labelled(source, config)
     splits = {"train": (config.data.train_split, info.num_train_examples),
               "test": (config.data.eval_split, info.num_eval_examples)}
     built, stores = [], {}
@@ -263,6 +272,7 @@ def probe(encoders, strategy, source, config, output_dir, neighbours_png=None):
     """Probes every encoder; writes probe_result.json and probe_table.md; returns
     {"rows": {name: row}, **first row}. `neighbours_png`: where to draw the first
     encoder's nearest neighbours (None: nowhere)."""
+    check_labelled(source, config)
     os.makedirs(output_dir, exist_ok=True)
     rows = [probe_encoder(encoder, strategy, source, config, output_dir,
                           neighbours_png if i == 0 else None)
