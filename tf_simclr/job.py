@@ -42,8 +42,7 @@ def _probe(config, state, source):
     model_dir = config.train.model_dir
     chosen = [probe_encoders.from_model(state.model, f"model_dir {model_dir} step {state.step}")]
     if config.probe.probe == "baselines":
-        chosen += [probe_encoders.pixels(config),
-                   probe_encoders.random_encoder(config, config.train.seed)]
+        chosen += probe_encoders.baselines(config)
     result = protocol.probe(chosen, state.strategy, source, config,
                             os.path.join(model_dir, PROBE_DIRNAME),
                             neighbours_png=os.path.join(model_dir, NEIGHBOURS_FILENAME))

@@ -96,9 +96,7 @@ def _encoders(config, values):
         main = encoders.from_checkpoint(config, values.model_dir, "--model_dir")
     chosen = [main]
     if values.baselines:
-        chosen += [e for e in (encoders.pixels(config),
-                               encoders.random_encoder(config, config.train.seed))
-                   if e.name != main.name]
+        chosen += [e for e in encoders.baselines(config) if e.name != main.name]
     return chosen
 
 
@@ -112,7 +110,6 @@ def run(config, values):
     chosen = _encoders(config, values)
     source = data.build_source(config.data, seed=config.train.seed)
     input_pipeline.check_image_size(config, source.info)
-    protocol.check_labelled(source, config)
     strategy = strategy_lib.make_strategy(config.hardware)
     strategy_lib.check_single_host(strategy, "the probe")
     strategy_lib.check_batch_divides(config.train.eval_batch_size, strategy, "eval_batch_size")

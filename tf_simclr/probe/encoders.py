@@ -89,3 +89,8 @@ def pixels(config, name="pixels"):
         return lambda images: tf.reshape(images, [tf.shape(images)[0], -1])
 
     return Encoder(name, f"pixels at {config.data.image_size} px", build)
+
+
+def baselines(config):
+    """[raw pixels, `config`'s architecture with random weights from its --seed]."""
+    return [pixels(config), random_encoder(config, config.train.seed)]
