@@ -1,9 +1,10 @@
 """model_dir/learning_curve.json and .png: contrastive loss and kNN top-1 by epoch.
 
-The JSON keeps every point of the run across restarts (a resumed run drops the
-points after its checkpoint, then appends); the PNG draws it at the end of
-training: the loss per logged loop on the left axis, the kNN monitor's top-1 on
-the right.
+The JSON keeps every point of the run across restarts. It is written just before
+each checkpoint (`save`), so a resumed run finds every point up to its step and
+drops the later ones; not once per loop, which over a long run would rewrite a growing file
+thousands of times. The PNG draws it at the end of training: the loss per logged
+loop on the left axis, the kNN monitor's top-1 on the right.
 """
 
 import json
@@ -27,10 +28,13 @@ class LearningCurve:
                 self.points = [p for p in json.load(f) if p["step"] <= start_step]
 
     def record(self, step, epoch, values):
-        if not self._enabled:
-            return
-        self.points.append({"step": step, "epoch": epoch, **values})
-        config_lib.write_atomically(self._path, json.dumps(self.points))
+        if self._enabled:
+            self.points.append({"step": step, "epoch": epoch, **values})
+
+    def save(self):
+        """Writes the points so far (call it when a checkpoint is saved)."""
+        if self._enabled:
+            config_lib.write_atomically(self._path, json.dumps(self.points))
 
     def series(self, name):
         """([epoch], [value]) of the points that hold `name`."""

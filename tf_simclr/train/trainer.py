@@ -6,7 +6,8 @@ the loop checks the loss is finite, prints a progress line, writes TensorBoard
 scalars, and saves a checkpoint when one is due or a SIGTERM arrived. With
 `knn_monitor_epochs` the kNN monitor measures the representation when an interval
 ends (eval/knn_top1, also in the progress line); every loop's point goes into
-model_dir/learning_curve.json, drawn as learning_curve.png at the end.
+model_dir/learning_curve.json (written with each checkpoint), drawn as
+learning_curve.png at the end.
 
 Gradient contract: each replica's loss is the mean over its local batch, divided
 by the number of replicas before differentiation; `apply_gradients` sums gradients
@@ -260,6 +261,9 @@ class Trainer:
                 curve.record(step, step / epoch_steps, shown)
                 previous = step
                 if step % self.checkpoint_every == 0 or step == self.total_steps or sigterm.raised:
+                    # The curve first: a kill between the two leaves it ahead of the
+                    # checkpoint, and a resume drops the points after its step.
+                    curve.save()
                     path = state.checkpointer.save()
                     logging.info("saved %s", path)
                 if sigterm.raised:
