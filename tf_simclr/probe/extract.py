@@ -75,25 +75,21 @@ class Extractor:
         return np.concatenate(features), np.concatenate(labels)
 
 
-def cached_features(encoder, built, strategy, source, config, split, num_examples, directory):
+def cached_features(encoder, extractor, source, config, split, num_examples, directory):
     """The FeatureStore of `encoder` on `split` in `directory`, extracted if missing.
 
-    `built`: a list that holds the encoder's Extractor once built (shared between
-    the splits, so the weights load once).
+    `extractor()` returns the encoder's Extractor; it is called only when features
+    must be extracted (the caller memoises it, so the weights load once per encoder).
     """
     key = f"{encoder.key} | split {split} | {config.data.dataset} | {config.data.data_dir}"
     store = feature_store.open_store(directory, key)
     if store is not None:
         logging.info("features of %s on %s: cached in %s", encoder.name, split, directory)
         return store
-    if not built:
-        with strategy.scope():
-            built.append(Extractor(encoder.build(), strategy))
-    started = time.time()
     store = feature_store.write_store(
-        directory, key, built[0].batches(source, config, split, num_examples))
+        directory, key, extractor().batches(source, config, split, num_examples))
     logging.info("features of %s on %s: %d x %d in %.1f s -> %s", encoder.name, split,
-                 store.num_examples, store.dim, time.time() - started, directory)
+                 store.num_examples, store.dim, store.manifest["seconds"], directory)
     return store
 
 

@@ -13,6 +13,7 @@ For each encoder: features of the train and eval splits (cached, `extract`), the
 encoder's row at the top level, every row under "rows") and `probe_table.md`.
 """
 
+import functools
 import json
 import os
 import time
@@ -219,13 +220,19 @@ def probe_encoder(encoder, strategy, source, config, output_dir, neighbours_png=
     info = source.info
     splits = {"train": (config.data.train_split, info.num_train_examples),
               "test": (config.data.eval_split, info.num_eval_examples)}
-    built, stores = [], {}
+
+    @functools.cache
+    def extractor():
+        with strategy.scope():
+            return extract.Extractor(encoder.build(), strategy)
+
+    stores = {}
     for role, (split, count) in splits.items():
         if count == 0:
             raise data.DataError(f"split {split!r} of {info.name} is empty; the probe needs "
                                  "examples in --train_split and --eval_split.")
         stores[role] = extract.cached_features(
-            encoder, built, strategy, source, config, split, count,
+            encoder, extractor, source, config, split, count,
             extract.store_directory(output_dir, encoder, split))
         _check_labels(stores[role], split, info.name)
     train, test = stores["train"], stores["test"]
