@@ -144,6 +144,27 @@ def test_paper_crop_sampler_area_uniform_and_log_aspect_uniform():
 
 
 @pytest.mark.parametrize("sampler", ["official", "paper"])
+def test_crop_min_area_bounds_the_layers_crops(sampler):
+    """RandomResizedCrop(min_area=a): every crop covers at least a of the 28 x 28
+    image (up to the rounding of its sides), and the law above a is the sampler's
+    with area_range (a, 1): the official one against TF's op itself."""
+    size, min_area = 28, 0.35
+    layer = RandomResizedCrop(size, sampler=sampler, min_area=min_area)
+    boxes = layer.sample_parameters([3000, size, size, 1], seed(60))["boxes"].numpy()
+    area, _ = box_stats(boxes, size, size)
+    # lrint of each side moves the area by at most about one row and column.
+    assert area.min() >= min_area - 2 / size
+    assert np.mean(area < 0.5) > 0.1  # the small end is reached, not just the whole image
+    if sampler == "official":
+        theirs, _ = box_stats(tf_op_boxes(size, size, 1500, area_range=(min_area, 1.0)),
+                              size, size)
+        assert scipy.stats.ks_2samp(area, theirs).statistic < ks_critical(len(area),
+                                                                          len(theirs))
+    with pytest.raises(ValueError, match="min_area"):
+        RandomResizedCrop(size, min_area=0.0)
+
+
+@pytest.mark.parametrize("sampler", ["official", "paper"])
 def test_crop_falls_back_to_the_whole_image_when_no_attempt_fits(sampler):
     # 4 x 200: a crop with aspect in (3/4, 4/3) is at most 4 x 5 px, far below
     # 8% (or 10%) of the 800 px, so every one of the 100 attempts fails.
@@ -291,7 +312,8 @@ def test_no_crop_or_resize_at_32_px_and_below():
 
 def test_crop_layers_round_trip_through_their_config():
     images = uint8_images((4, 40, 50, 3), rng_seed=13)
-    assert_round_trips(RandomResizedCrop(16, sampler="paper", vectorized=True, seed=3),
+    assert_round_trips(RandomResizedCrop(16, sampler="paper", min_area=0.3, vectorized=True,
+                                         seed=3),
                        images, seed(50))
     assert_round_trips(RandomFlip(probability=0.3, seed=4), images, seed(51))
     assert_round_trips(CenterCropResize(36, crop_proportion=0.75), images)

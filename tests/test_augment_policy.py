@@ -277,7 +277,7 @@ def test_bad_arguments_raise_value_error_naming_them(make, pattern):
 @pytest.mark.parametrize("kwargs", [
     {},
     {"color_jitter_strength": 0.5, "use_blur": False, "color_jitter_impl": "simclrv1",
-     "crop_sampler": "paper", "vectorized": True, "seed": 7},
+     "crop_sampler": "paper", "crop_min_area": 0.4, "vectorized": True, "seed": 7},
 ])
 def test_simclr_augment_round_trips_through_its_config(kwargs):
     assert_round_trips(SimCLRAugment(16, **kwargs), BATCH, seed(54))

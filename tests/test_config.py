@@ -53,6 +53,8 @@ def test_official_derived_quantities():
     (dict(train_mode="finetune", checkpoint="/c", finetune_from_scratch=True), "contradicts"),
     (dict(fine_tune_after_block=2), "applies to --train_mode=finetune"),
     (dict(image_size=8), "--image_size=8 is out of range"),
+    (dict(crop_min_area=0.0), "--crop_min_area=0.0 is out of range; expected a value > 0.0"),
+    (dict(crop_min_area=1.5), "--crop_min_area=1.5 is out of range"),
     (dict(resnet_depth=42), "--resnet_depth=42 is not supported"),
     (dict(optimizer="sgd"), "--optimizer='sgd' is not supported"),
     (dict(proj_head_mode="linear", ft_proj_selector=3), "--ft_proj_selector=3"),

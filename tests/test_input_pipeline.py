@@ -540,3 +540,17 @@ def test_device_augmenter_on_a_tpu_is_vectorized_and_gives_the_host_views(
     for replica in range(2):
         for got, want in zip(compiled(device[replica]), host[replica]["views"]):
             np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
+
+
+def test_train_augment_takes_the_augmentation_flags():
+    config = config_lib.Config().replace(
+        image_size=28, crop_min_area=0.4, color_jitter_strength=0.3, use_blur=False,
+        crop_sampler="paper")
+    views = input_pipeline.train_augment(config)
+    assert (views.random_crop.min_area, views.random_crop.sampler) == (0.4, "paper")
+    assert views.color_jitter_strength == 0.3 and not views.use_blur
+    # Fine-tuning keeps the crop (and its area) but no colour or blur.
+    tuned = input_pipeline.train_augment(config.replace(train_mode="finetune",
+                                                        use_blur=True))
+    assert tuned.random_crop.min_area == 0.4
+    assert tuned.color_jitter_strength == 0.0 and not tuned.use_blur

@@ -20,6 +20,7 @@ from tf_simclr.config_groups import (
     BAD_IMAGE_POLICIES,
     COLOR_JITTER_IMPLS,
     CROP_SAMPLERS,
+    DEFAULT_CROP_MIN_AREA,
     LR_SCALINGS,
     MIN_IMAGE_SIZE,
     MODES,
@@ -43,6 +44,7 @@ from tf_simclr.errors import ConfigError
 __all__ = [
     # Choice sets of the enum flags (and the ResNet depths), and limits.
     "AUGMENT_ON", "BAD_IMAGE_POLICIES", "COLOR_JITTER_IMPLS", "CROP_SAMPLERS",
+    "DEFAULT_CROP_MIN_AREA",
     "LR_SCALINGS", "MIN_IMAGE_SIZE", "MODES", "OPTIMIZERS", "PRECISIONS",
     "PROBE_MODES", "PROJ_HEAD_MODES", "RESNET_DEPTHS", "TRAIN_MODES",
     "CONFIG_FILENAME", "LINEAR_EVAL_DIRNAME",

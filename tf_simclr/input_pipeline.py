@@ -58,7 +58,8 @@ def train_augment(config, crop=True, vectorized=False):
         color_jitter_strength=config.augment.color_jitter_strength if pretrain else 0.0,
         use_blur=config.augment.use_blur and pretrain,
         color_jitter_impl=config.augment.color_jitter_impl,
-        crop_sampler=config.augment.crop_sampler, crop=crop, vectorized=vectorized)
+        crop_sampler=config.augment.crop_sampler, crop_min_area=config.augment.crop_min_area,
+        crop=crop, vectorized=vectorized)
 
 
 def check_image_size(config, info):

@@ -2,6 +2,7 @@
 
     python -m tf_simclr.preview_augment --image PATH [--image_size 224] --out grid.png \
         [--rows 4] [--cols 6] [--seed 0] [--color_jitter_strength 1.0] [--use_blur]
+        [--crop_min_area 0.08]
 
 Every tile is an independent view from tf_simclr.augment.SimCLRAugment (one batch,
 each image with its own random parameters), so the grid shows the spread of crops,
@@ -44,6 +45,9 @@ def define_flags(flag_values=FLAGS):
                        lower_bound=0.0, flag_values=flag_values)
     flags.DEFINE_boolean("use_blur", True, "Blur each view with probability 0.5.",
                          flag_values=flag_values)
+    flags.DEFINE_float("crop_min_area", 0.08,
+                       "Smallest random crop as a fraction of the image area.",
+                       lower_bound=1e-6, upper_bound=1.0, flag_values=flag_values)
     flags.DEFINE_integer("padding", 2, "White pixels between tiles.", lower_bound=0,
                          flag_values=flag_values)
     flags.mark_flag_as_required("image", flag_values=flag_values)
@@ -73,7 +77,7 @@ def load_image(path, image_size):
 
 
 def make_grid(image, image_size=224, rows=4, cols=6, seed=0, color_jitter_strength=1.0,
-              use_blur=True, padding=2):
+              use_blur=True, padding=2, crop_min_area=0.08):
     """rows x cols augmented views of uint8 `image` [H, W, 3] as one uint8 grid.
 
     Returns uint8 [rows * S + (rows - 1) * padding, cols * S + (cols - 1) * padding, 3],
@@ -85,7 +89,7 @@ def make_grid(image, image_size=224, rows=4, cols=6, seed=0, color_jitter_streng
     from tf_simclr.augment import SimCLRAugment
 
     augment = SimCLRAugment(image_size, color_jitter_strength=color_jitter_strength,
-                            use_blur=use_blur)
+                            use_blur=use_blur, crop_min_area=crop_min_area)
     batch = np.repeat(image[None], rows * cols, axis=0)
     views = augment(batch, seed=tf.constant([seed, 0], tf.int64)).numpy()
     tiles = np.round(views * 255.0).astype(np.uint8)
@@ -98,13 +102,13 @@ def make_grid(image, image_size=224, rows=4, cols=6, seed=0, color_jitter_streng
 
 
 def write_preview(image_path, out, image_size=224, rows=4, cols=6, seed=0,
-                  color_jitter_strength=1.0, use_blur=True, padding=2):
+                  color_jitter_strength=1.0, use_blur=True, padding=2, crop_min_area=0.08):
     """Reads `image_path`, writes the grid PNG to `out` and returns the grid."""
     from PIL import Image
 
     image = load_image(image_path, image_size)
     grid = make_grid(image, image_size, rows, cols, seed, color_jitter_strength, use_blur,
-                     padding)
+                     padding, crop_min_area)
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise errors.StorageError(f"--out {out!r}: directory {directory!r} does not exist")
@@ -121,7 +125,7 @@ def main(argv):
     try:
         grid = write_preview(FLAGS.image, FLAGS.out, FLAGS.image_size, FLAGS.rows, FLAGS.cols,
                              FLAGS.seed, FLAGS.color_jitter_strength, FLAGS.use_blur,
-                             FLAGS.padding)
+                             FLAGS.padding, FLAGS.crop_min_area)
     except errors.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(errors.exit_status(e))

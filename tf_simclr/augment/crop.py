@@ -20,7 +20,7 @@ from tf_simclr.augment.crop_boxes import (
     sample_distorted_crop_boxes,
     sample_paper_crop_boxes,
 )
-from tf_simclr.config import CROP_SAMPLERS
+from tf_simclr.config import CROP_SAMPLERS, DEFAULT_CROP_MIN_AREA
 
 EVAL_CROP_PROPORTION = 0.875
 
@@ -176,9 +176,9 @@ class RandomResizedCrop(base.SeededLayer):
     """Random crop of each image, resized bicubic to size x size.
 
     The crop boxes come from the official sampler (tf.image.sample_distorted_
-    bounding_box with min_object_covered 0.1, aspect 3/4..4/3, area 0.08..1, 100
-    attempts, else the whole image) or from the paper's (area uniform in
-    0.08..1, log-aspect uniform, 100 attempts, else the whole image); see
+    bounding_box with min_object_covered 0.1, aspect 3/4..4/3, area min_area..1,
+    100 attempts, else the whole image) or from the paper's (area uniform in
+    min_area..1, log-aspect uniform, 100 attempts, else the whole image); see
     crop_boxes.sample_distorted_crop_boxes / sample_paper_crop_boxes. Each crop
     is resized as tf.image.resize(crop, [size, size], "bicubic"). With
     training=False the layer does the eval CenterCropResize.
@@ -186,6 +186,8 @@ class RandomResizedCrop(base.SeededLayer):
     Args:
       size: output side S.
       sampler: "official" or "paper".
+      min_area: the smallest crop as a fraction of the image (official and paper:
+        0.08; the official sampler's coverage rule makes it at least 0.1).
       vectorized: resize the whole batch with static shapes
         (crop_and_resize_vectorized: XLA / TPU / GPU) instead of each
         crop with TF's native kernel (fastest on a CPU).
@@ -195,15 +197,19 @@ class RandomResizedCrop(base.SeededLayer):
     `seed` optional int [2]. Returns float32 [B, S, S, 3] (or [S, S, 3]).
     """
 
-    def __init__(self, size, sampler="official", vectorized=False, seed=None, **kwargs):
+    def __init__(self, size, sampler="official", min_area=DEFAULT_CROP_MIN_AREA,
+                 vectorized=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         base.check_positive_int("size", size)
+        if not 0.0 < min_area <= 1.0:
+            raise ValueError(f"Expected `min_area` in (0, 1]. Received: min_area={min_area!r}")
         if sampler not in CROP_SAMPLERS:
             raise ValueError(
                 f"Expected `sampler` in {CROP_SAMPLERS}. Received: sampler={sampler!r}")
         base.check_bool("vectorized", vectorized)
         self.size = size
         self.sampler = sampler
+        self.min_area = min_area
         self.vectorized = vectorized
         self._center_crop = CenterCropResize(size)
 
@@ -216,7 +222,7 @@ class RandomResizedCrop(base.SeededLayer):
         widths = tf.fill([batch_size], image_shape[2])
         sample = (sample_distorted_crop_boxes if self.sampler == "official"
                   else sample_paper_crop_boxes)
-        return {"boxes": sample(seed, heights, widths)}
+        return {"boxes": sample(seed, heights, widths, area_range=(self.min_area, 1.0))}
 
     def apply_parameters(self, images, parameters):
         """Crops images [B, H, W, C] to parameters["boxes"] and resizes: [B, S, S, 3]."""
@@ -230,7 +236,8 @@ class RandomResizedCrop(base.SeededLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(size=self.size, sampler=self.sampler, vectorized=self.vectorized)
+        config.update(size=self.size, sampler=self.sampler, min_area=self.min_area,
+                      vectorized=self.vectorized)
         return config
 
 

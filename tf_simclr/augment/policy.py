@@ -11,6 +11,7 @@ from tf_simclr.augment import base, fused, plan
 from tf_simclr.augment.blur import RandomGaussianBlur
 from tf_simclr.augment.color import ColorDistortion, distort_colors
 from tf_simclr.augment.crop import (
+    DEFAULT_CROP_MIN_AREA,
     CenterCropResize,
     RandomFlip,
     RandomResizedCrop,
@@ -44,6 +45,7 @@ class SimCLRAugment(base.SeededLayer):
       use_blur: whether to blur (p=0.5 per image).
       color_jitter_impl: "simclrv2" (multiplicative brightness) or "simclrv1" (additive).
       crop_sampler: "official" (tf.image.sample_distorted_bounding_box) or "paper".
+      crop_min_area: the smallest crop as a fraction of the image area.
       crop: False when inputs are already S x S: no random resized crop.
       vectorized: every op on the whole batch with static shapes, no per-image
         loop: for XLA, TPUs and GPUs (see tf_simclr.augment). False (default)
@@ -57,8 +59,9 @@ class SimCLRAugment(base.SeededLayer):
     """
 
     def __init__(self, image_size, color_jitter_strength=1.0, use_blur=True,
-                 color_jitter_impl="simclrv2", crop_sampler="official", crop=True,
-                 vectorized=False, seed=None, **kwargs):
+                 color_jitter_impl="simclrv2", crop_sampler="official",
+                 crop_min_area=DEFAULT_CROP_MIN_AREA, crop=True, vectorized=False, seed=None,
+                 **kwargs):
         super().__init__(seed=seed, **kwargs)
         base.check_positive_int("image_size", image_size)
         base.check_bool("vectorized", vectorized)
@@ -67,10 +70,11 @@ class SimCLRAugment(base.SeededLayer):
         self.use_blur = use_blur
         self.color_jitter_impl = color_jitter_impl
         self.crop_sampler = crop_sampler
+        self.crop_min_area = crop_min_area
         self.crop = crop
         self.vectorized = vectorized
         self.random_crop = RandomResizedCrop(image_size, sampler=crop_sampler,
-                                             vectorized=vectorized)
+                                             min_area=crop_min_area, vectorized=vectorized)
         self.flip = RandomFlip()
         self.color = ColorDistortion(color_jitter_strength, impl=color_jitter_impl,
                                      vectorized=vectorized)
@@ -133,6 +137,7 @@ class SimCLRAugment(base.SeededLayer):
         config.update(image_size=self.image_size,
                       color_jitter_strength=self.color_jitter_strength,
                       use_blur=self.use_blur, color_jitter_impl=self.color_jitter_impl,
-                      crop_sampler=self.crop_sampler, crop=self.crop,
+                      crop_sampler=self.crop_sampler, crop_min_area=self.crop_min_area,
+                      crop=self.crop,
                       vectorized=self.vectorized)
         return config
