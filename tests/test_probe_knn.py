@@ -70,3 +70,22 @@ def test_top_k_accuracy_counts_labels_among_the_highest_scores():
     assert knn.top_k_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
     assert knn.top_k_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
     assert knn.top_k_accuracy(scores, labels, 5) == 1.0
+
+
+def test_knn_probe_merges_copied_columns_without_changing_the_neighbours(tmp_path):
+    """Grayscale pixels tiled to RGB: the probe's kNN on three equal columns per
+    pixel (searched on one column x sqrt(3)) equals NumPy's on the full features."""
+    from tf_simclr.probe import feature_store, protocol
+    rng = np.random.default_rng(3)
+    bank, bank_labels, queries, query_labels = _clustered(600, 200, 5, 8, rng)
+    tripled = [np.repeat(x, 3, axis=1).astype(np.float32) for x in (bank, queries)]
+    train, test = (feature_store.write_store(str(tmp_path / name), name, [(x, labels)])
+                   for name, x, labels in (("train", tripled[0], bank_labels),
+                                           ("test", tripled[1], query_labels)))
+    assert len(protocol.DistinctColumns(train).keep) == 8
+    result = protocol.knn_probe(train, test, 5)
+    for setting in knn.SETTINGS:
+        expected = _numpy_knn(tripled[0].astype(np.float64), bank_labels,
+                              tripled[1].astype(np.float64), 5, setting.k, setting.temperature)
+        assert result[f"{setting.name}_top1"] == float(
+            np.mean(np.argmax(expected, 1) == query_labels))
