@@ -263,7 +263,7 @@ class TrainConfig:
         False, "[ext] Bitwise-reproducible training on CPU: two runs with the same flags "
         "and --seed give the same losses and weights. Turns on TensorFlow op determinism "
         "and turns off Grappler's graph rewrites (its memory optimizer sums large "
-        "gradients in arrival order); a few percent slower (bench/README.md). CPU only.")
+        "gradients in arrival order); as fast on the quickstart (bench/README.md). CPU only.")
     precision: str = _flag(
         "float32", "[ext] Keras dtype policy: float32, mixed_bfloat16 or mixed_float16. The "
         "contrastive loss is always computed in float32.", PRECISIONS)

@@ -10,8 +10,8 @@ the last BatchNorm. The AssignAdds run in the order their inputs finish, which
 varies with thread timing, and float addition is not associative: a few ulps in
 one gradient, grown by training. TensorFlow's op determinism does not cover this
 pass, and no public switch turns it off alone, so Grappler is turned off as a
-whole (a few percent slower here, bench/README.md). Training data, augmentation
-and initial weights are already functions of `--seed`.
+whole (no slower on the quickstart network, bench/README.md). Training data,
+augmentation and initial weights are already functions of `--seed`.
 
 These are settings of the whole process, kept after the run.
 """
