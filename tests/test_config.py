@@ -63,6 +63,7 @@ def test_official_derived_quantities():
     (dict(dataset="image_folder"), "needs --data_dir"),
     (dict(use_tpu=True, cpu_replicas=2), "contradicts --cpu_replicas"),
     (dict(precision="mixed_float16"), "mixed_float16 is not supported with --optimizer=lars"),
+    (dict(deterministic=True, use_tpu=True), "--deterministic is not supported with --use_tpu"),
     (dict(learning_rate=float("nan")), "--learning_rate=nan is not a finite number"),
     (dict(weight_decay=float("inf")), "--weight_decay=inf is not a finite number"),
     (dict(temperature=float("-inf")), "--temperature=-inf is not a finite number"),

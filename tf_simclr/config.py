@@ -95,6 +95,10 @@ class Config:
             # then divide out again; bfloat16 needs none.
             raise ConfigError("--precision=mixed_float16 is not supported with "
                               "--optimizer=lars; expected --precision=mixed_bfloat16.")
+        if self.train.deterministic and self.hardware.use_tpu:
+            # Verified on CPUs only (tf_simclr.train.determinism).
+            raise ConfigError("--deterministic is not supported with --use_tpu; expected a "
+                              "CPU run (one device or --cpu_replicas).")
         return self
 
     @property

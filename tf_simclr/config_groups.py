@@ -265,6 +265,11 @@ class TrainConfig:
         0.1, "[ext] Learning rate per 256 images of that linear "
         "evaluation (momentum optimizer, no weight decay).")
     seed: int = _flag(0, "[ext] Seed for weights, data order and augmentation.")
+    deterministic: bool = _flag(
+        False, "[ext] Bitwise-reproducible training on CPU: two runs with the same flags "
+        "and --seed give the same losses and weights. Turns on TensorFlow op determinism "
+        "and turns off Grappler's graph rewrites (its memory optimizer sums large "
+        "gradients in arrival order); as fast on the quickstart (bench/README.md). CPU only.")
     precision: str = _flag(
         "float32", "[ext] Keras dtype policy: float32, mixed_bfloat16 or mixed_float16. The "
         "contrastive loss is always computed in float32.", PRECISIONS)

@@ -24,7 +24,7 @@ from tf_simclr import config as config_lib
 from tf_simclr import data, input_pipeline
 from tf_simclr.probe import encoders as probe_encoders
 from tf_simclr.probe import protocol
-from tf_simclr.train import checkpointing, evaluator, progress, trainer
+from tf_simclr.train import checkpointing, determinism, evaluator, progress, trainer
 from tf_simclr.train import strategy as strategy_lib
 
 RESULT_FILENAME = "result.json"
@@ -120,6 +120,8 @@ def run(config, strategy=None, after_eval=()):
     keras.utils.set_random_seed(config.train.seed)
     if strategy is None:
         strategy = strategy_lib.make_strategy(config.hardware)
+    if config.train.deterministic:
+        determinism.enable(strategy)
     strategy_lib.check_batch_divides(config.train.train_batch_size, strategy, "train_batch_size")
     strategy_lib.check_batch_divides(config.train.eval_batch_size, strategy, "eval_batch_size")
     source = data.build_source(config.data, seed=config.train.seed)
