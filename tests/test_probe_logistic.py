@@ -159,3 +159,44 @@ def test_feature_store_round_trip_and_key(tmp_path):
     assert feature_store.open_store(str(tmp_path / "s"), "key-b") is None
     manifest = json.loads((tmp_path / "s" / feature_store.MANIFEST).read_text())
     assert manifest["num_examples"] == 250 and manifest["dim"] == 4
+
+
+def test_the_walk_does_not_stop_on_the_strong_plateau(monkeypatch):
+    """The scores of a real encoder (lr 0.2 run): near-zero weights at the strong end
+    give 64.43%, 64.45%, 64.43%, 9.4% by chance while the objective is still the label
+    entropy (ln 10); the walk must go on to the informative fits and stop 2 after
+    their best, here l2 = 100."""
+    num_classes, n = 10, 10000
+    labels = np.arange(n) % num_classes
+    script = [(1e5, .6443, 2.30257), (3.2e4, .6445, 2.30255), (1e4, .6443, 2.30246),
+              (3.2e3, .094, 2.30219), (1e3, .70, 2.1), (316, .80, 1.5), (100, .82, 1.0),
+              (32, .81, .8), (10, .80, .7), (3, .79, .6), (1, .78, .5)]
+    accuracy_of = {l2: accuracy for l2, accuracy, _ in script}
+    fitted = []
+
+    class Scripted:
+        """Logits right on the first `accuracy` share of the held-out rows."""
+        def __init__(self, l2):
+            self.l2 = l2
+
+        def logits(self, batches):
+            del batches
+            right = np.arange(n) < round(accuracy_of[self.l2] * n)
+            return np.eye(num_classes)[np.where(right, labels, (labels + 1) % num_classes)]
+
+    def scripted_fit(batches, num_examples, num_features, num_classes_, l2, init=None,
+                     options=None):
+        fitted.append(l2)
+        loss = next(loss for value, _, loss in script if value == l2)
+        return Scripted(l2), {"iterations": 1, "converged": True, "loss": loss,
+                              "seconds": 0.0}
+
+    monkeypatch.setattr(logistic, "fit", scripted_fit)
+    rows = _batches(np.zeros((n, 1)), labels)
+    rows.count, rows.labels = n, labels
+    _, selection = logistic.select_and_refit(rows, rows, rows, 1, num_classes,
+                                             [l2 for l2, _, _ in script], patience=2)
+    assert selection["l2"] == 100
+    assert fitted == [l2 for l2, _, _ in script[:9]] + [100]  # the walk, then the refit
+    assert logistic.informative(2.1, np.log(10)) and not logistic.informative(2.30219,
+                                                                               np.log(10))
