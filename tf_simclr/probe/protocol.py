@@ -37,6 +37,23 @@ NEIGHBOURS_MAX_TRAIN_EXAMPLES = 250_000
 _HOLDOUT_SEED_OFFSET = 104729
 
 
+class DistinctColumns:
+    """x [n, D] -> x[:, keep] * sqrt(copies): float32 [n, K], exact copies merged.
+
+    Dot products and norms, hence cosine similarities, are those of the full
+    features (k equal columns contribute k x_i y_i, as one column sqrt(k) x_i
+    does), so kNN gives the same neighbours at 1/k of the cost: a third for
+    grayscale pixels tiled to RGB.
+    """
+
+    def __init__(self, store, sample_rows=4096):
+        self.keep, self.copies = _distinct_columns(store, np.arange(store.dim), sample_rows)
+        self.weight = np.sqrt(self.copies).astype(np.float32)
+
+    def __call__(self, x):
+        return np.asarray(x)[:, self.keep] * self.weight
+
+
 class Standardiser:
     """x [n, D] -> ((x - mean) / scale)[:, keep] * weight: float32 [n, K].
 
@@ -45,10 +62,11 @@ class Standardiser:
     of grayscale pixels) are merged into one column scaled by sqrt(copies): that
     leaves the L2-regularised problem and its predictions unchanged (k equal
     columns share their weight w at the optimum, and k w^2 = (sqrt(k) w)^2) and
-    makes the fit k times cheaper.
+    makes the fit k times cheaper. `columns`: the store's DistinctColumns, when
+    already found (the kNN probe uses the same).
     """
 
-    def __init__(self, store, sample_rows=4096):
+    def __init__(self, store, columns=None):
         total = np.zeros(store.dim)
         total_sq = np.zeros(store.dim)
         low = np.full(store.dim, np.inf)
@@ -61,7 +79,12 @@ class Standardiser:
         mean = total / store.num_examples
         scale = np.sqrt(np.maximum(total_sq / store.num_examples - mean * mean, 0.0))
         varying = (high > low) & (scale > 0)
-        keep, copies = _distinct_columns(store, np.flatnonzero(varying), sample_rows)
+        # A copy of a varying column varies too: the distinct columns' groups, less
+        # the constant ones.
+        if columns is None:
+            columns = DistinctColumns(store)
+        distinct_varying = varying[columns.keep]
+        keep, copies = columns.keep[distinct_varying], columns.copies[distinct_varying]
         self.keep = keep
         self.mean = mean[keep].astype(np.float32)
         self.scale = (scale[keep] / np.sqrt(copies)).astype(np.float32)
@@ -178,10 +201,11 @@ def _check_labels(store, split, dataset):
             "(expected a labelled --train_split and --eval_split).")
 
 
-def linear_probe(train, test, num_classes, probe_config, seed):
-    """Fits and scores the logistic-regression probe; returns its result fields."""
+def linear_probe(train, test, num_classes, probe_config, seed, columns=None):
+    """Fits and scores the logistic-regression probe; returns its result fields.
+    `columns`: the train store's DistinctColumns, when already found."""
     started = time.time()
-    standardiser = Standardiser(train)
+    standardiser = Standardiser(train, columns)
     holdout = holdout_rows(train.num_examples, probe_config.probe_holdout_fraction, seed)
     all_rows = RowBatches(train, standardiser)
     options = logistic.SolverOptions(max_iterations=probe_config.probe_max_iterations)
@@ -205,26 +229,10 @@ def linear_probe(train, test, num_classes, probe_config, seed):
     }
 
 
-class DistinctColumns:
-    """x [n, D] -> x[:, keep] * sqrt(copies): float32 [n, K], exact copies merged.
-
-    Dot products and norms, hence cosine similarities, are those of the full
-    features (k equal columns contribute k x_i y_i, as one column sqrt(k) x_i
-    does), so kNN gives the same neighbours at 1/k of the cost: a third for
-    grayscale pixels tiled to RGB.
-    """
-
-    def __init__(self, store, sample_rows=4096):
-        keep, copies = _distinct_columns(store, np.arange(store.dim), sample_rows)
-        self.keep, self.weight = keep, np.sqrt(copies).astype(np.float32)
-
-    def __call__(self, x):
-        return np.asarray(x)[:, self.keep] * self.weight
-
-
-def knn_probe(train, test, num_classes, settings=knn.SETTINGS):
+def knn_probe(train, test, num_classes, settings=knn.SETTINGS, columns=None):
     started = time.time()
-    columns = DistinctColumns(train)
+    if columns is None:
+        columns = DistinctColumns(train)
 
     def bank_chunks():
         for start, chunk in train.chunks():
@@ -262,8 +270,11 @@ def probe_encoder(encoder, strategy, source, config, output_dir, neighbours_png=
            "num_train_examples": train.num_examples, "num_test_examples": test.num_examples,
            "train_split": config.data.train_split, "eval_split": config.data.eval_split,
            "features_seconds": sum(s.manifest["seconds"] or 0.0 for s in stores.values())}
-    row.update(linear_probe(train, test, info.num_classes, config.probe, config.train.seed))
-    row.update(knn_probe(train, test, info.num_classes))
+    # One pass over the train features finds the copied columns for both probes.
+    columns = DistinctColumns(train)
+    row.update(linear_probe(train, test, info.num_classes, config.probe, config.train.seed,
+                            columns))
+    row.update(knn_probe(train, test, info.num_classes, columns=columns))
     if neighbours_png:
         if train.num_examples > NEIGHBOURS_MAX_TRAIN_EXAMPLES:
             logging.info("%s skipped: it decodes the whole train split (%d > %d examples)",
