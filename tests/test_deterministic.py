@@ -21,8 +21,8 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
+import testutil
 from tf_simclr import errors
 from tf_simclr.train import determinism
 
@@ -30,14 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12  # drift began at steps 3-5 in the bisection
 
 
-def _image_folder(root, per_class=256, size=28):
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["dark", "light"]):
-        os.makedirs(root / name)
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(70 + 110 * label, 45, (size, size, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
+def _image_folder(root):
+    return testutil.two_class_image_folder(root, per_class=256, size=28)
 
 
 def _start(data_dir, model_dir, *extra, steps=STEPS, dump_dir=None):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from PIL import Image
 
+import testutil
 from hub_export.actions import ExportAfterEval
 from tf_simclr import config as config_lib
 from tf_simclr import data, errors, job, run
@@ -50,14 +50,8 @@ def _parse(argv):
     return run.config_from_flags(values)
 
 
-def _image_folder(root, per_class=32, size=16):
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(["cat", "dog"]):
-        os.makedirs(root / name)
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(60 + 120 * label, 40, (size, size, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
+def _image_folder(root):
+    return testutil.two_class_image_folder(root, per_class=32, size=16, names=("cat", "dog"))
 
 
 TINY_FLAGS = ("--dataset=image_folder", "--train_split=train[:75%]",

@@ -1,6 +1,7 @@
 """Helpers shared by tests (conftest.py sets up the logical CPU devices)."""
 
 import contextlib
+import os
 
 NUM_LOGICAL_CPUS = 4
 
@@ -100,3 +101,17 @@ def mock_tfds(num_examples):
             mock.patch.object(tfds.core.DatasetBuilder, "is_prepared",
                               return_value=True):
         yield
+
+
+def two_class_image_folder(root, per_class, size, names=("dark", "light")):
+    """root/<name>/<i>.png: per_class noisy size x size RGB PNGs per class, dark or
+    light (mean 60 or 180, sd 40, clipped), for runs on an image folder."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(names):
+        os.makedirs(root / name)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 120 * label, 40, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
