@@ -13,9 +13,52 @@ BATCH_NORM_EPSILON = 1e-5
 SK_MIN_DIM = 32
 
 
+class BatchNorm(keras.layers.BatchNormalization):
+    """keras BatchNormalization over the last axis, run as TensorFlow's fused kernel.
+
+    [B,H,W,C] or [B,C] -> same. The same variables, outputs, gradients and moving
+    statistics (the biased batch variance, as keras) as the parent. Why: keras
+    composes BatchNorm from a dozen element-wise ops and reductions per layer, each
+    one pass over the activations, forward and backward; on narrow networks those
+    passes cost more than the convolutions (the quickstart net spends ~45% of its
+    step there; bench/README.md). One FusedBatchNormV3 (oneDNN on CPU, cuDNN on GPU)
+    and its gradient do it in one pass each. Synchronized (cross-replica) BatchNorm
+    keeps the parent's path: the fused kernel only sees its own replica's batch.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if self.synchronized or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        shape = tf.shape(inputs)
+        # The kernel takes NHWC; [B,C] is [B,1,1,C]. float16/bfloat16 inputs are
+        # normalised in float32, as the parent does.
+        x = tf.cast(tf.reshape(inputs, [-1, 1, 1, inputs.shape[-1]])
+                    if inputs.shape.rank == 2 else inputs, tf.float32)
+        scale = tf.cast(self.gamma, tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros_like(scale)
+        if training and self.trainable:
+            outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=tf.constant([], tf.float32),
+                variance=tf.constant([], tf.float32), epsilon=self.epsilon,
+                data_format="NHWC", is_training=True)
+            # The kernel returns the unbiased variance n/(n-1) * biased one.
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+            variance = variance * (count - 1.0) / count
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(moving * self.momentum
+                              + tf.cast(batch, moving.dtype) * (1.0 - self.momentum))
+        else:
+            outputs, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)
+        return tf.cast(tf.reshape(outputs, shape), inputs.dtype)
+
+
 def batch_norm(momentum, synchronized, zero_gamma=False, center=True, name=None, dtype=None):
     """The BatchNorm of every SimCLR layer: epsilon 1e-5, learned gamma, optional beta."""
-    return keras.layers.BatchNormalization(
+    return BatchNorm(
         axis=-1, momentum=momentum, epsilon=BATCH_NORM_EPSILON, center=center, scale=True,
         gamma_initializer="zeros" if zero_gamma else "ones", synchronized=synchronized,
         name=name, dtype=dtype)
