@@ -80,11 +80,12 @@ def test_mixed_bfloat16_matches_keras():
     np.testing.assert_allclose(fused.moving_variance, reference.moving_variance, rtol=1e-5)
 
 
-def test_runs_the_fused_kernel_and_keeps_synchronized_batch_norm_unfused():
+def test_runs_the_fused_kernel_and_keeps_synchronized_and_float64_unfused():
     def op_types(layer):
         layer.build((4, 2, 2, 3))
         graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
-            tf.TensorSpec((4, 2, 2, 3))).graph
+            tf.TensorSpec((4, 2, 2, 3), layer.compute_dtype)).graph
         return {op.type for op in graph.get_operations()}
     assert "FusedBatchNormV3" in op_types(layers.BatchNorm())
     assert "FusedBatchNormV3" not in op_types(layers.BatchNorm(synchronized=True))
+    assert "FusedBatchNormV3" not in op_types(layers.BatchNorm(dtype="float64"))

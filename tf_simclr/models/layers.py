@@ -23,11 +23,12 @@ class BatchNorm(keras.layers.BatchNormalization):
     passes cost more than the convolutions (the quickstart net spends ~45% of its
     step there; bench/README.md). One FusedBatchNormV3 (oneDNN on CPU, cuDNN on GPU)
     and its gradient do it in one pass each. Synchronized (cross-replica) BatchNorm
-    keeps the parent's path: the fused kernel only sees its own replica's batch.
+    keeps the parent's path: the fused kernel only sees its own replica's batch, and so
+    do float64 inputs (the kernel has no float64; tests use it as exact maths).
     """
 
     def call(self, inputs, training=None, mask=None):
-        if self.synchronized or mask is not None:
+        if self.synchronized or mask is not None or inputs.dtype == tf.float64:
             return super().call(inputs, training=training, mask=mask)
         shape = tf.shape(inputs)
         # The kernel takes NHWC; [B,C] is [B,1,1,C]. float16/bfloat16 inputs are
