@@ -45,7 +45,7 @@ import tf_simclr  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS before TF loads
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from bench_networks import cpu_info  # noqa: E402
+from report import cpu_info  # noqa: E402
 
 from tf_simclr.augment import SimCLRAugment  # noqa: E402
 

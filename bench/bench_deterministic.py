@@ -29,7 +29,6 @@ bench/results/deterministic.json.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,8 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "deterministic.json")
 sys.path.insert(0, HERE)
-from bench_networks import cpu_info  # noqa: E402
-from bench_pretrain import InMemorySource, TimedHistory, git_state  # noqa: E402
+from bench_pretrain import InMemorySource, TimedHistory  # noqa: E402
+from report import cpu_info, machine, machine_line, write_results  # noqa: E402
 
 VARIANTS = ("default", "deterministic", "inter-op 1")
 FLAGFILE = os.path.join(REPO, "flags", "quickstart.cfg")
@@ -193,44 +192,30 @@ def main():
               f"{s['median_images_per_s_if_alone']:11.1f} | "
               f"{alone if alone else float('nan'):9.3f}x | "
               f"{'yes' if s['last_loss_same_in_every_round'] else 'no'}")
-    versions = next((r for r in rows if "tensorflow" in r), {})
-    print(f"CPU {cpu['model']}, {cpu['logical_cpus']} cores; TF {versions.get('tensorflow')}, "
-          f"Keras {versions.get('keras')}; load average (1/5/15 min) "
-          f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{'/'.join(f'{x:.2f}' for x in load_after)} after; "
-          f"{time.perf_counter() - started:.0f} s in all")
+    print(machine_line(cpu, rows, load_before, load_after, time.perf_counter() - started))
 
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump({
-            "benchmark": "quickstart pretraining images/s with and without --deterministic "
-                         "(tf_simclr.train.trainer.Trainer, OneDeviceStrategy(CPU), "
-                         "flags/quickstart.cfg network, in-memory random images)",
-            "method": {
-                "rows": "one child process per row; every round runs each variant in turn",
-                "variants": {
-                    "default": "no flag",
-                    "deterministic": "tf_simclr.train.determinism.enable (op determinism, "
-                                     "Grappler meta optimizer off)",
-                    "inter-op 1": "op determinism + inter_op_parallelism_threads=1 "
-                                  "(alternative fix, not used)"},
-                "time": "steps_per_loop=1; warmup steps not timed; images_per_s = batch / "
-                        "median of the timed step intervals (bench_pretrain.TimedHistory)",
-                "cpu": "cpu_util = child CPU s / wall s over the timed steps; "
-                       "images_per_s_if_alone = logical cpus / CPU s per image",
-                "warmup": args.warmup, "timed": args.timed, "rounds": args.rounds,
-            },
-            "machine": {
-                "cpu_model": cpu["model"], "logical_cpus": cpu["logical_cpus"],
-                "machine": platform.machine(), "python": platform.python_version(),
-                "tensorflow": versions.get("tensorflow"), "keras": versions.get("keras"),
-                "loadavg_before": load_before, "loadavg_after": load_after,
-                "git": git_state(),
-            },
-            "summary": summary,
-            "rows": rows,
-        }, f, indent=2)
-    print(f"wrote {os.path.relpath(RESULTS)}")
+    write_results(RESULTS, {
+        "benchmark": "quickstart pretraining images/s with and without --deterministic "
+                     "(tf_simclr.train.trainer.Trainer, OneDeviceStrategy(CPU), "
+                     "flags/quickstart.cfg network, in-memory random images)",
+        "method": {
+            "rows": "one child process per row; every round runs each variant in turn",
+            "variants": {
+                "default": "no flag",
+                "deterministic": "tf_simclr.train.determinism.enable (op determinism, "
+                                 "Grappler meta optimizer off)",
+                "inter-op 1": "op determinism + inter_op_parallelism_threads=1 "
+                              "(alternative fix, not used)"},
+            "time": "steps_per_loop=1; warmup steps not timed; images_per_s = batch / "
+                    "median of the timed step intervals (bench_pretrain.TimedHistory)",
+            "cpu": "cpu_util = child CPU s / wall s over the timed steps; "
+                   "images_per_s_if_alone = logical cpus / CPU s per image",
+            "warmup": args.warmup, "timed": args.timed, "rounds": args.rounds,
+        },
+        "machine": machine(cpu, rows, load_before, load_after),
+        "summary": summary,
+        "rows": rows,
+    })
 
 
 if __name__ == "__main__":

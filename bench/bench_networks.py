@@ -32,7 +32,6 @@ Prints a table and writes bench/results/networks.json.
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -41,6 +40,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "networks.json")
+sys.path.insert(0, HERE)
+from report import cpu_info, machine, write_results  # noqa: E402
+
 FP32_FLOPS_PER_CYCLE = 32  # AVX2: 2 FMA units x 8 floats x 2 FLOPs
 
 # name -> ResNet kwargs, image size, batch
@@ -52,29 +54,6 @@ CONFIGS = {
     "r50_0.25x_224": (dict(depth=50, width_multiplier=0.25), 224, 32),
     "r50_1x_sk_128": (dict(depth=50, sk_ratio=0.0625), 128, 16),
 }
-
-
-def cpu_info():
-    """CPU model, logical cores and clock (GHz) from /proc/cpuinfo."""
-    model, mhz, logical, physical = "unknown", None, 0, set()
-    physical_id = core_id = None
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "processor":
-                logical += 1
-            elif key == "model name":
-                model = value
-            elif key == "cpu MHz" and mhz is None:
-                mhz = float(value)
-            elif key == "physical id":
-                physical_id = value
-            elif key == "core id":
-                core_id = value
-                physical.add((physical_id, core_id))
-    return {"model": model, "logical_cpus": logical,
-            "physical_cores": len(physical) or logical,
-            "ghz": mhz / 1000 if mhz else None}
 
 
 def forward_flops(model, size):
@@ -200,34 +179,25 @@ def main():
           f"{peak_gflops:.1f} GFLOP/s fp32; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; TF_ENABLE_ONEDNN_OPTS={rows[0]['TF_ENABLE_ONEDNN_OPTS']}")
 
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump({
-            "benchmark": "ResNet encoder forward + backward (grads of all trainable "
-                         "variables), training=True, one device, float32",
-            "method": {
-                "time": "tf.function; 1 warm-up call (trace); median of calls over >= "
-                        f"{args.seconds} s; images/s = batch / median step",
-                "if_alone": "logical cpus / (worker user+sys CPU seconds per image over "
-                            "the timed calls): an estimate for an otherwise idle machine",
-                "flops": "tf.profiler float_operation of the batch-1 forward graph "
-                         "(2 FLOPs per MAC); training step = 3 x forward",
-                "peak": f"logical cpus x GHz ('cpu MHz') x {FP32_FLOPS_PER_CYCLE} "
-                        "FP32 FLOPs/cycle (AVX2 FMA)",
-                "peak_rss_gib": "ru_maxrss of the worker process, one subprocess per row",
-            },
-            "machine": {
-                "cpu_model": cpu["model"], "logical_cpus": cpu["logical_cpus"],
-                "physical_cores": cpu["physical_cores"], "ghz": cpu["ghz"],
-                "peak_gflops_fp32": peak_gflops, "machine": platform.machine(),
-                "python": platform.python_version(),
-                "tensorflow": rows[0]["tensorflow"], "keras": rows[0]["keras"],
-                "TF_ENABLE_ONEDNN_OPTS": rows[0]["TF_ENABLE_ONEDNN_OPTS"],
-                "loadavg_before": load_before, "loadavg_after": load_after,
-            },
-            "rows": rows,
-        }, f, indent=2)
-    print(f"wrote {os.path.relpath(RESULTS)}")
+    write_results(RESULTS, {
+        "benchmark": "ResNet encoder forward + backward (grads of all trainable "
+                     "variables), training=True, one device, float32",
+        "method": {
+            "time": "tf.function; 1 warm-up call (trace); median of calls over >= "
+                    f"{args.seconds} s; images/s = batch / median step",
+            "if_alone": "logical cpus / (worker user+sys CPU seconds per image over "
+                        "the timed calls): an estimate for an otherwise idle machine",
+            "flops": "tf.profiler float_operation of the batch-1 forward graph "
+                     "(2 FLOPs per MAC); training step = 3 x forward",
+            "peak": f"logical cpus x GHz ('cpu MHz') x {FP32_FLOPS_PER_CYCLE} "
+                    "FP32 FLOPs/cycle (AVX2 FMA)",
+            "peak_rss_gib": "ru_maxrss of the worker process, one subprocess per row",
+        },
+        "machine": machine(cpu, rows, load_before, load_after,
+                           peak_gflops_fp32=peak_gflops,
+                           TF_ENABLE_ONEDNN_OPTS=rows[0]["TF_ENABLE_ONEDNN_OPTS"]),
+        "rows": rows,
+    })
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ DIM = 128
 TEMPERATURE = 0.1
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ntxent.json")
+sys.path.insert(0, HERE)
+from report import write_results  # noqa: E402
 
 
 def worker(batch, replicas, reps):
@@ -150,25 +152,22 @@ def main():
               f"{one['peak_rss_delta_mib']:13.0f} | {row['logits_mib_analytic']:10.0f} | "
               f"{two_cols}")
 
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump({
-            "benchmark": "nt_xent_loss forward + backward w.r.t. z1, z2",
-            "dim": DIM, "temperature": TEMPERATURE,
-            "method": {
-                "time": f"tf.function, 1 traced warm-up call, median/min of {args.reps} calls",
-                "peak_rss_delta_mib": "ru_maxrss after the timed calls minus ru_maxrss "
-                                      "before the first call, one subprocess per row",
-                "logits_mib_analytic": "two [N, 2N] float32 logit matrices = 16 N^2 bytes",
-                "two_replicas": "MirroredStrategy over 2 logical devices of the same CPU",
-            },
-            "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                     "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                     "tensorflow": rows[0]["one_device"]["tensorflow"],
-                     "TF_ENABLE_ONEDNN_OPTS": rows[0]["one_device"]["onednn"]},
-            "rows": rows,
-        }, f, indent=2)
-    print(f"wrote {os.path.relpath(RESULTS)}")
+    write_results(RESULTS, {
+        "benchmark": "nt_xent_loss forward + backward w.r.t. z1, z2",
+        "dim": DIM, "temperature": TEMPERATURE,
+        "method": {
+            "time": f"tf.function, 1 traced warm-up call, median/min of {args.reps} calls",
+            "peak_rss_delta_mib": "ru_maxrss after the timed calls minus ru_maxrss "
+                                  "before the first call, one subprocess per row",
+            "logits_mib_analytic": "two [N, 2N] float32 logit matrices = 16 N^2 bytes",
+            "two_replicas": "MirroredStrategy over 2 logical devices of the same CPU",
+        },
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
+                 "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                 "tensorflow": rows[0]["one_device"]["tensorflow"],
+                 "TF_ENABLE_ONEDNN_OPTS": rows[0]["one_device"]["onednn"]},
+        "rows": rows,
+    })
 
 
 if __name__ == "__main__":

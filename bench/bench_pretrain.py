@@ -64,7 +64,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -77,7 +76,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "pretrain.json")
 sys.path.insert(0, HERE)
-from bench_networks import FP32_FLOPS_PER_CYCLE, cpu_info, forward_flops  # noqa: E402
+from bench_networks import FP32_FLOPS_PER_CYCLE, forward_flops  # noqa: E402
+from report import cpu_info, machine, machine_line, write_results  # noqa: E402
 
 VIEWS = 2
 TRAIN_PASSES_PER_FORWARD = 3  # forward + grad w.r.t. inputs + grad w.r.t. weights
@@ -263,14 +263,6 @@ def run_child(spec):
     return row
 
 
-def git_state():
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD"),
-            "modified_files": git("diff", "--name-only", "HEAD").splitlines()}
-
-
 def label(row):
     return (f"{row['augment_on']:<6} | {'on' if row['onednn'] else 'off':>6} | "
             f"{'on' if row['xla'] else 'off':>3}")
@@ -355,56 +347,40 @@ def main():
             row["xla_compiled_step"] = row["xla_compilations"] > base["xla_compilations"]
 
     print_table(rows, peak)
-    versions = next((r for r in rows if "tensorflow" in r), {})
-    print(f"CPU {cpu['model']}, {cpu['logical_cpus']} cores at {cpu['ghz']} GHz: peak "
-          f"{peak:.1f} GFLOP/s fp32; TF {versions.get('tensorflow')}, Keras "
-          f"{versions.get('keras')}; load average (1/5/15 min) "
-          f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{'/'.join(f'{x:.2f}' for x in load_after)} after; "
-          f"{time.perf_counter() - started:.0f} s in all")
+    print(machine_line(cpu, rows, load_before, load_after, time.perf_counter() - started,
+                       peak=peak))
 
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump({
-            "benchmark": "SimCLR pretraining end to end (tf.data input + train step) with "
-                         "tf_simclr.train.trainer.Trainer, OneDeviceStrategy(CPU), float32, LARS",
-            "method": {
-                "rows": "one child process per row; baseline = input on host, oneDNN on, "
-                        "no XLA; vs_baseline = images_per_s / the same network's baseline",
-                "time": "steps_per_loop=1; warmup_steps not timed (the first traces and "
-                        "compiles); images_per_s = batch / median of timed_steps intervals "
-                        "between trainer.history appends (input + step + per-loop "
-                        "bookkeeping); first_loop_s = Trainer.run() to the first append",
-                "images": "images per second; each image is 2 augmented views",
-                "onednn": "TF_ENABLE_ONEDNN_OPTS=1/0 in the child; onednn_enabled is "
-                          "IsMklEnabled() there",
-                "xla": f"TF_XLA_FLAGS='{XLA_FLAGS}' (auto-clustering); xla_compilations "
-                       "counts every XLA compilation in the child, including the "
-                       "augmentation's jit_compile functions; xla_compiled_step = more "
-                       "than the network's baseline",
-                "cpu": "cpu_util = child CPU seconds / wall seconds over the timed steps; "
-                       "images_per_s_if_alone = logical cpus / CPU seconds per image",
-                "flops": "bench_networks.forward_flops of the encoder at batch 1 (2 FLOPs "
-                         "per MAC), counted in the baseline row; train = 2 views x 3 x "
-                         "forward per image; heads and loss not counted (< 0.3%)",
-                "peak": f"logical cpus x GHz ('cpu MHz') x {FP32_FLOPS_PER_CYCLE} FP32 "
-                        "FLOPs/cycle (AVX2 FMA)",
-                "quick": args.quick, "full": args.full,
-            },
-            "machine": {
-                "cpu_model": cpu["model"], "logical_cpus": cpu["logical_cpus"],
-                "physical_cores": cpu["physical_cores"], "ghz": cpu["ghz"],
-                "peak_gflops_fp32": peak, "machine": platform.machine(),
-                "python": platform.python_version(),
-                "tensorflow": versions.get("tensorflow"), "keras": versions.get("keras"),
-                "loadavg_before": load_before, "loadavg_after": load_after,
-                "git": git_state(),
-            },
-            "networks": {name: {k: v for k, v in NETWORKS[name].items()
-                                if k not in ("run", "quick")} for name in args.only},
-            "rows": rows,
-        }, f, indent=2)
-    print(f"wrote {os.path.relpath(RESULTS)}")
+    write_results(RESULTS, {
+        "benchmark": "SimCLR pretraining end to end (tf.data input + train step) with "
+                     "tf_simclr.train.trainer.Trainer, OneDeviceStrategy(CPU), float32, LARS",
+        "method": {
+            "rows": "one child process per row; baseline = input on host, oneDNN on, "
+                    "no XLA; vs_baseline = images_per_s / the same network's baseline",
+            "time": "steps_per_loop=1; warmup_steps not timed (the first traces and "
+                    "compiles); images_per_s = batch / median of timed_steps intervals "
+                    "between trainer.history appends (input + step + per-loop "
+                    "bookkeeping); first_loop_s = Trainer.run() to the first append",
+            "images": "images per second; each image is 2 augmented views",
+            "onednn": "TF_ENABLE_ONEDNN_OPTS=1/0 in the child; onednn_enabled is "
+                      "IsMklEnabled() there",
+            "xla": f"TF_XLA_FLAGS='{XLA_FLAGS}' (auto-clustering); xla_compilations "
+                   "counts every XLA compilation in the child, including the "
+                   "augmentation's jit_compile functions; xla_compiled_step = more "
+                   "than the network's baseline",
+            "cpu": "cpu_util = child CPU seconds / wall seconds over the timed steps; "
+                   "images_per_s_if_alone = logical cpus / CPU seconds per image",
+            "flops": "bench_networks.forward_flops of the encoder at batch 1 (2 FLOPs "
+                     "per MAC), counted in the baseline row; train = 2 views x 3 x "
+                     "forward per image; heads and loss not counted (< 0.3%)",
+            "peak": f"logical cpus x GHz ('cpu MHz') x {FP32_FLOPS_PER_CYCLE} FP32 "
+                    "FLOPs/cycle (AVX2 FMA)",
+            "quick": args.quick, "full": args.full,
+        },
+        "machine": machine(cpu, rows, load_before, load_after, peak_gflops_fp32=peak),
+        "networks": {name: {k: v for k, v in NETWORKS[name].items()
+                            if k not in ("run", "quick")} for name in args.only},
+        "rows": rows,
+    })
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "quickstart_speed.json")
 sys.path.insert(0, HERE)
-from bench_networks import cpu_info  # noqa: E402
 from bench_pretrain import XLA_FLAGS, InMemorySource, TimedHistory  # noqa: E402
+from report import cpu_info, write_results  # noqa: E402
 
 ROWS = ("keras_bn", "fused_bn", "fused_bn_xla")
 
@@ -146,10 +146,8 @@ def main():
         cpu = f"{base['cpu_ms_per_image'] / t['cpu_ms_per_image']:.2f}x" if base else ""
         print(f"| {t['row']} | {t['images_per_s']:.0f} | {speed} | {t['cpu_ms_per_image']:.2f} "
               f"| {cpu} | {', '.join(map(str, t['final_loss']))} |")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump({"cpu": cpu_info(), "seconds": time.time() - started,
-                   "table": table, "runs": results}, f, indent=1)
+    write_results(RESULTS, {"cpu": cpu_info(), "seconds": time.time() - started,
+                            "table": table, "runs": results})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "strided_conv.json")
+sys.path.insert(0, HERE)
+from report import write_results  # noqa: E402
 
 # name -> (batch, height, width, in channels, out channels): the stride-2 shortcuts
 CASES = {
@@ -136,11 +138,8 @@ def main():
     print(table)
     load = os.getloadavg()
     print(f"load average {load[0]:.1f}; {platform.processor() or platform.machine()}")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(dict(repeats=args.repeats, load_average=load, cases=CASES,
-                       seconds=results, table=table), handle, indent=1)
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, dict(repeats=args.repeats, load_average=load, cases=CASES,
+                                seconds=results, table=table))
     return 0
 
 

@@ -38,6 +38,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "sweep_onednn_conv.json")
+sys.path.insert(0, HERE)
+from report import write_results  # noqa: E402
+
 RELATIVE_TOLERANCE = 1e-3
 LARGE_CASE_BATCHES = (1, 2, 3, 4, 5)
 
@@ -269,14 +272,11 @@ def main():
     print(f"max relative error of the cases that ran: "
           f"{max(r.get('max_rel_error', 0.0) for r in results):.1e}; "
           f"{time.time() - started:.0f} s; cpu flags {' '.join(flags)}")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(dict(machine=platform.processor() or platform.machine(), cpu_flags=flags,
-                       tensorflow=tf.__version__,
-                       onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(default)"),
-                       widths=widths, batches=batches, max_case_gflop=args.max_case_gflop,
-                       totals=totals, table=table, cases=results), handle, indent=1)
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, dict(
+        machine=platform.processor() or platform.machine(), cpu_flags=flags,
+        tensorflow=tf.__version__, onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(default)"),
+        widths=widths, batches=batches, max_case_gflop=args.max_case_gflop,
+        totals=totals, table=table, cases=results))
 
 
 if __name__ == "__main__":
