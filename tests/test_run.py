@@ -98,8 +98,14 @@ def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
         width = {"1x": 1.0, "2x": 2.0, "4x": 4.0}[flagfile.split("_")[-1][:2]]
         assert config.model.resnet_depth == 50 and config.model.width_multiplier == width
         assert config.train.train_batch_size == 4096 and config.augment.use_blur
-    if flagfile in ("quickstart.cfg", "smoke.cfg"):
+    if flagfile in ("quickstart.cfg", "smoke.cfg", "fashion_mnist_1h.cfg"):
         assert config.data.dataset == "fashion_mnist"
+    if flagfile == "fashion_mnist_1h.cfg":
+        # The quickstart's recipe on the 1/4-width network, longer.
+        quickstart = _parse(["--flagfile=flags/quickstart.cfg", "--model_dir=/tmp/x"])
+        assert config.model.width_multiplier == 2 * quickstart.model.width_multiplier
+        assert config.train.train_epochs > quickstart.train.train_epochs
+        assert config.augment == quickstart.augment and config.loss == quickstart.loss
 
 
 LINEAR_EVAL_FLAGFILES = [name for name in FLAGFILES if name.endswith("_linear_eval.cfg")]
