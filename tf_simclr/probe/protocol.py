@@ -208,7 +208,8 @@ def linear_probe(train, test, num_classes, probe_config, seed, columns=None):
     standardiser = Standardiser(train, columns)
     holdout = holdout_rows(train.num_examples, probe_config.probe_holdout_fraction, seed)
     all_rows = RowBatches(train, standardiser)
-    options = logistic.SolverOptions(max_iterations=probe_config.probe_max_iterations)
+    options = logistic.SolverOptions(max_iterations=probe_config.probe_max_iterations,
+                                     curvature_scale=probe_config.probe_curvature_scale)
     grid = logistic.l2_grid(probe_config.probe_l2_min, probe_config.probe_l2_max,
                             probe_config.probe_l2_steps)
     classifier, selection = logistic.select_and_refit(
