@@ -39,30 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "deterministic.json")
 sys.path.insert(0, HERE)
-from bench_pretrain import InMemorySource, TimedHistory  # noqa: E402
+from bench_pretrain import InMemorySource, TimedHistory, quickstart_config  # noqa: E402
 from report import cpu_info, machine, machine_line, write_results  # noqa: E402
 
 VARIANTS = ("default", "deterministic", "inter-op 1")
-FLAGFILE = os.path.join(REPO, "flags", "quickstart.cfg")
 NUM_CLASSES = 10
 CHILD_TIMEOUT_S = 900
-
-
-def quickstart_config(model_dir, steps, deterministic):
-    """flags/quickstart.cfg, read by the command line's own flag definitions, changed only
-    where an in-memory, train-only, timed run must differ."""
-    from absl import flags
-
-    from tf_simclr import run
-
-    values = flags.FlagValues()
-    run.define_flags(values)
-    values(["bench", f"--flagfile={FLAGFILE}", f"--model_dir={model_dir}"])
-    return run.config_from_flags(values).replace(
-        dataset="in_memory", train_split="train", mode="train", probe="none",
-        knn_monitor_epochs=0, train_steps=steps, checkpoint_steps=steps, steps_per_loop=1,
-        keep_checkpoint_max=1, keep_hub_module_max=0,
-        deterministic=deterministic).validate()
 
 
 def child(spec):
@@ -83,7 +65,8 @@ def child(spec):
         tf.config.experimental.enable_op_determinism()
     steps = warmup + timed
     with tempfile.TemporaryDirectory(prefix="bench_deterministic_") as model_dir:
-        config = quickstart_config(model_dir, steps, variant == "deterministic")
+        config = quickstart_config(model_dir, steps, steps_per_loop=1,
+                                   deterministic=variant == "deterministic")
         batch, size = config.train.train_batch_size, config.data.image_size
         source = InMemorySource(num_train=4 * batch, size=size, num_classes=NUM_CLASSES)
         keras.utils.set_random_seed(config.train.seed)  # as job.run

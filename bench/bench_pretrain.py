@@ -106,6 +106,24 @@ def variants(full):
 
 # -- child ------------------------------------------------------------------------
 
+def quickstart_config(model_dir, steps, **changes):
+    """flags/quickstart.cfg, read by the command line's own flag definitions, changed only
+    where a train-only run of `steps` steps on InMemorySource must differ, then by
+    `changes` (e.g. steps_per_loop, deterministic)."""
+    from absl import flags
+
+    from tf_simclr import run
+
+    values = flags.FlagValues()
+    run.define_flags(values)
+    values(["bench", f"--flagfile={os.path.join(REPO, 'flags', 'quickstart.cfg')}",
+            f"--model_dir={model_dir}"])
+    return run.config_from_flags(values).replace(
+        dataset="in_memory", train_split="train", eval_split="", mode="train", probe="none",
+        knn_monitor_epochs=0, train_steps=steps, checkpoint_steps=steps,
+        keep_checkpoint_max=1, keep_hub_module_max=0, **changes).validate()
+
+
 class InMemorySource:
     """An ImageSource over random uint8 arrays held in memory (the tests' idea).
 

@@ -39,27 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "quickstart_speed.json")
 sys.path.insert(0, HERE)
-from bench_pretrain import XLA_FLAGS, InMemorySource, TimedHistory  # noqa: E402
+from bench_pretrain import XLA_FLAGS, InMemorySource, TimedHistory, quickstart_config  # noqa: E402
 from report import cpu_info, write_results  # noqa: E402
 
 ROWS = ("keras_bn", "fused_bn", "fused_bn_xla")
-
-
-def quickstart_config(model_dir, steps_per_loop, loops):
-    """flags/quickstart.cfg as a Config, on the in-memory data, `loops` loops long."""
-    from absl import flags
-
-    from tf_simclr import run
-    flag_values = flags.FlagValues()
-    run.define_flags(flag_values)
-    flag_values(["bench", f"--flagfile={os.path.join(REPO, 'flags', 'quickstart.cfg')}",
-                 f"--model_dir={model_dir}"])
-    config = run.config_from_flags(flag_values)
-    steps = steps_per_loop * loops
-    return config.replace(dataset="in_memory", train_split="train", eval_split="",
-                          train_steps=steps, checkpoint_steps=steps,
-                          steps_per_loop=steps_per_loop, probe="none",
-                          knn_monitor_epochs=0, keep_hub_module_max=0).validate()
 
 
 def child(spec):
@@ -76,7 +59,8 @@ def child(spec):
     if spec["row"] == "keras_bn":
         layers.BatchNorm.call = keras.layers.BatchNormalization.call
     with tempfile.TemporaryDirectory(prefix="bench_quickstart_") as model_dir:
-        config = quickstart_config(model_dir, spec["steps_per_loop"], spec["loops"])
+        config = quickstart_config(model_dir, spec["steps_per_loop"] * spec["loops"],
+                                   steps_per_loop=spec["steps_per_loop"])
         batch = config.train.train_batch_size
         source = InMemorySource(num_train=8 * batch, size=config.data.image_size,
                                 num_classes=10)
