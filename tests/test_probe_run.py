@@ -142,6 +142,28 @@ def test_probe_of_the_model_dir_reuses_nothing_and_agrees(pretrained, tmp_path):
     assert (tmp_path / "cli" / "neighbours.png").exists()
 
 
+def test_label_fraction_probes_and_caches_its_own_stratified_subset(pretrained, tmp_path):
+    config = pretrained.config.replace(probe="none")
+    output = str(tmp_path / "pixels")
+    whole = probe_main.run(config, _values(baseline="pixels", output_dir=output))
+    subset_config = config.replace(label_fraction=0.5)
+    subset = probe_main.run(subset_config, _values(baseline="pixels", output_dir=output))
+    features = tmp_path / "pixels" / "features" / "pixels"
+    full = _store(features / "train__75__")
+    ours = _store(features / "train__75___label_fraction=0.5,seed=0")
+    # Half of each class, rounded half up.
+    per_class = np.bincount(full.labels)
+    assert np.bincount(ours.labels).tolist() == np.floor(per_class / 2 + 0.5).tolist()
+    assert whole["num_train_examples"] == 54
+    assert subset["num_train_examples"] == ours.num_examples
+    # Its rows are rows of the whole split's features: the same pixels, a subset.
+    full_rows = {row.tobytes() for row in full.features()}
+    assert all(row.tobytes() in full_rows for row in ours.features())
+    # Probing the whole split again reads the whole split's cache, not the subset's.
+    again = probe_main.run(config, _values(baseline="pixels", output_dir=output))
+    assert again["num_train_examples"] == 54
+
+
 def _probe_cli(*flags):
     return subprocess.run([sys.executable, "-m", "tf_simclr.probe", *flags],
                           capture_output=True, text=True, cwd=REPO, timeout=300)

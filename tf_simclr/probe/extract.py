@@ -81,7 +81,8 @@ def cached_features(encoder, extractor, source, config, split, num_examples, dir
     `extractor()` returns the encoder's Extractor; it is called only when features
     must be extracted (the caller memoises it, so the weights load once per encoder).
     """
-    key = f"{encoder.key} | split {split} | {config.data.dataset} | {config.data.data_dir}"
+    key = (f"{encoder.key} | split {split_label(config, split)} | {config.data.dataset} | "
+           f"{config.data.data_dir}")
     store = feature_store.open_store(directory, key)
     if store is not None:
         logging.info("features of %s on %s: cached in %s", encoder.name, split, directory)
@@ -93,6 +94,16 @@ def cached_features(encoder, extractor, source, config, split, num_examples, dir
     return store
 
 
-def store_directory(output_dir, encoder, split):
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in split)
+def split_label(config, split):
+    """`split` as its features are cached: with --label_fraction < 1 the train split
+    is a stratified subset, named by its fraction and seed so that it never shares a
+    cache with the whole split or with another subset."""
+    if split != config.data.train_split or config.data.label_fraction >= 1:
+        return split
+    return f"{split}@label_fraction={config.data.label_fraction:g},seed={config.train.seed}"
+
+
+def store_directory(output_dir, encoder, config, split):
+    label = split_label(config, split)
+    safe = "".join(c if c.isalnum() or c in "-_.=," else "_" for c in label)
     return os.path.join(output_dir, "features", encoder.name, safe)

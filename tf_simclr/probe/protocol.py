@@ -264,7 +264,7 @@ def probe_encoder(encoder, strategy, source, config, output_dir, neighbours_png=
                                  "examples in --train_split and --eval_split.")
         stores[role] = extract.cached_features(
             encoder, extractor, source, config, split, count,
-            extract.store_directory(output_dir, encoder, split))
+            extract.store_directory(output_dir, encoder, config, split))
         _check_labels(stores[role], split, info.name)
     train, test = stores["train"], stores["test"]
     row = {"encoder": encoder.name, "source": encoder.key, "feature_dim": train.dim,
