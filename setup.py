@@ -56,6 +56,7 @@ setuptools.setup(
             "tf_simclr=tf_simclr.run:entry_point",
             "tf_simclr_hub_export=hub_export.__main__:entry_point",
             "tf_simclr_probe=tf_simclr.probe.__main__:entry_point",
+            "tf_simclr_import_official=tf_simclr.import_official.__main__:entry_point",
         ],
     },
 )

@@ -15,9 +15,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("tf_simclr", "hub_export")
 ENTRY_POINTS = {"tf_simclr.run", "tf_simclr.preview_augment", "tf_simclr.probe.__main__",
-                "hub_export.__main__"}
-# The exporter writes SavedModels; feature_module loads any image feature-vector module.
-SAVED_MODEL_USERS = {"hub_export.exporter", "hub_export.feature_module"}
+                "tf_simclr.import_official.__main__", "hub_export.__main__"}
+# The exporter writes SavedModels; feature_module loads any image feature-vector module;
+# the importer runs an official SavedModel beside what it imported from it.
+SAVED_MODEL_USERS = {"hub_export.exporter", "hub_export.feature_module",
+                     "tf_simclr.import_official.importer"}
 
 
 def _modules():

@@ -1,0 +1,252 @@
+"""tf_simclr.import_official: released SimCLR checkpoints -> model_dirs.
+
+Fast tests use TF1-style checkpoints written here (tf.raw_ops.SaveV2 with official
+names); the parity tests (test_official_*) use checkpoints that the official code
+writes in a child process (tests/children/official_checkpoint.py) and compare the
+import's outputs with the official model's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hub_export import exporter, variants
+from tf_simclr import config as config_lib
+from tf_simclr.errors import CheckpointError, ConfigError, StorageError
+from tf_simclr.import_official import architecture, importer, mapping
+from tf_simclr.models import simclr
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFFICIAL = os.path.join(os.path.dirname(REPO), "shared", "official_simclr")
+
+
+def _small_model(seed=0, num_classes=10, depth=18, sk_ratio=0.0, image_size=16):
+    config = config_lib.Config().replace(
+        resnet_depth=depth, width_multiplier=0.125, sk_ratio=sk_ratio, image_size=image_size,
+        num_proj_layers=2, proj_out_dim=16, lineareval_while_pretraining=bool(num_classes),
+        global_bn=False, model_dir="/unused")
+    tf.keras.utils.set_random_seed(seed)
+    model = simclr.build_model(config, num_classes)
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:  # non-trivial statistics and gammas
+        if "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape))
+        elif "moving_mean" in variable.path or "gamma" in variable.path:
+            variable.assign(rng.normal(0.3, 0.2, variable.shape))
+    return model
+
+
+def official_names(model, scope=""):
+    """{TF1 graph name: value} of a tf_simclr model in the official naming scheme."""
+    convs, bns = mapping.encoder_layers(model.encoder)
+    values = {}
+    for index, layer in enumerate(convs):
+        suffix = f"_{index}" if index else ""
+        values[f"{scope}base_model/conv2d{suffix}/kernel"] = layer.kernel.numpy()
+    for index, layer in enumerate(bns):
+        suffix = f"_{index}" if index else ""
+        for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
+            values[f"{scope}base_model/batch_normalization{suffix}/{attr}"] = getattr(
+                layer, attr).numpy()
+    for index, layer in enumerate(model.projection_head.linear_layers):
+        values[f"{scope}head_contrastive/nl_{index}/dense/kernel"] = layer.dense.kernel.numpy()
+        for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
+            variable = getattr(layer.bn, attr)
+            if variable is not None:
+                values[f"{scope}head_contrastive/nl_{index}/batch_normalization/{attr}"] = \
+                    variable.numpy()
+    if model.supervised_head is not None and not scope:
+        dense = model.supervised_head.dense
+        values["head_supervised/linear_layer/dense/kernel"] = dense.kernel.numpy()
+        values["head_supervised/linear_layer/dense/bias"] = dense.bias.numpy()
+    return values
+
+
+def write_tf1(prefix, values):
+    """A TF1 name-based checkpoint (prefix.index + data) of {name: array}."""
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    names = sorted(values)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(values[n]) for n in names])
+    return prefix
+
+
+def _outputs(model, images):
+    return {k: v.numpy() for k, v in model(images, training=False).items()}
+
+
+def _images(size=16, count=3):
+    return tf.random.stateless_uniform([count, size, size, 3], seed=[7, 1])
+
+
+def _import(tmp_path, source, name="out", **options):
+    return importer.import_official(importer.ImportOptions(
+        source=str(source), model_dir=str(tmp_path / name), **options))
+
+
+@pytest.fixture(scope="module")
+def tf1_source(tmp_path_factory):
+    """A small TF1-named checkpoint with the extras of the releases: Momentum slots,
+    global_step, an EMA copy (other values) and a memory bank."""
+    root = tmp_path_factory.mktemp("tf1")
+    online, ema = _small_model(0), _small_model(1)
+    values = official_names(online)
+    values.update(official_names(ema, scope="ema_model/"))
+    for name in list(values)[:7]:
+        values[name + "/Momentum"] = np.zeros_like(values[name])
+    values["global_step"] = np.int64(4321)
+    values["memory"] = np.zeros([4, 16], np.float32)
+    write_tf1(str(root / "model.ckpt-4321"), values)
+    with open(root / "checkpoint", "w") as f:
+        f.write('model_checkpoint_path: "model.ckpt-4321"\n')
+    return root, online, ema, values
+
+
+def test_layer_counts_are_the_released_architectures():
+    # checkpoint_import.md §2a: counted from graph-only manifests of every release.
+    assert architecture.layer_counts(50, False, False) == (53, 53)
+    assert architecture.layer_counts(101, False, False) == (104, 104)
+    assert architecture.layer_counts(152, False, False) == (155, 155)
+    assert architecture.layer_counts(50, True, True) == (87, 71)
+    assert architecture.layer_counts(101, True, True) == (172, 139)
+    assert architecture.layer_counts(152, True, True) == (257, 207)
+
+
+def test_tf1_checkpoint_imports_with_the_same_outputs_and_a_full_report(tf1_source, tmp_path):
+    root, online, _, values = tf1_source
+    report = _import(tmp_path, root, image_size=16)
+    assert report["source_kind"] == "tf1_checkpoint"
+    assert report["variant"] == "r18_0.125x_sk0"
+    assert report["source_step"] == 4321
+    # Every variable of the model assigned exactly once, from a distinct source name.
+    model, config, path = exporter.model_from_checkpoint(str(tmp_path / "out"))
+    assert len(report["mapped"]) == len(model.variables)
+    assert len({m[0] for m in report["mapped"]}) == len(report["mapped"])
+    assert report["freshly_initialised"] == []
+    assert path.endswith("ckpt-4321")
+    skipped = report["skipped"]
+    assert len(skipped["optimizer state"]) == 7
+    assert skipped["step counter"] == ["global_step"]
+    assert skipped["memory bank"] == ["memory"]
+    assert len(skipped["EMA weights (--weights=ema imports them)"]) == sum(
+        n.startswith("ema_model/") for n in values)
+    images = _images()
+    ours, theirs = _outputs(model, images), _outputs(online, images)
+    for key in ("final_avg_pool", "proj_head_output", "logits_sup"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert config.model.ft_proj_selector == 0 and config.data.image_size == 16
+
+
+def test_ema_weights_import_the_ema_copy(tf1_source, tmp_path):
+    root, online, ema, _ = tf1_source
+    _import(tmp_path, root, image_size=16, weights="ema")
+    model, _, _ = exporter.model_from_checkpoint(str(tmp_path / "out"))
+    images = _images()
+    ours = _outputs(model, images)
+    np.testing.assert_array_equal(ours["final_avg_pool"], _outputs(ema, images)["final_avg_pool"])
+    # The supervised head is trained online only; the EMA branch has none.
+    np.testing.assert_array_equal(model.supervised_head.dense.kernel.numpy(),
+                                  online.supervised_head.dense.kernel.numpy())
+
+
+def test_source_without_projection_head_initialises_it_freshly(tmp_path):
+    model = _small_model(0, num_classes=0)
+    values = {k: v for k, v in official_names(model).items()
+              if not k.startswith("head_contrastive/")}
+    write_tf1(str(tmp_path / "v1" / "model.ckpt-1"), values)
+    report = _import(tmp_path, tmp_path / "v1" / "model.ckpt-1", image_size=16)
+    head = [p for p in report["freshly_initialised"] if "/projection_head/" in p]
+    assert head and head == report["freshly_initialised"]
+    assert "freshly initialised" in report["notes"][0]
+
+
+def test_untrained_batch_norm_statistics_are_reported(tmp_path):
+    values = official_names(_small_model(0))
+    values["head_contrastive/nl_0/batch_normalization/moving_mean"] *= 0
+    values["head_contrastive/nl_0/batch_normalization/moving_variance"] = np.ones_like(
+        values["head_contrastive/nl_0/batch_normalization/moving_variance"])
+    write_tf1(str(tmp_path / "src" / "model.ckpt-1"), values)
+    report = _import(tmp_path, tmp_path / "src" / "model.ckpt-1", image_size=16)
+    assert report["untrained_batch_norms"] == ["head_contrastive/nl_0/batch_normalization"]
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ("not_a_checkpoint", CheckpointError, r"is not a checkpoint prefix \(no .*\.index\)"),
+    ("zip", CheckpointError, r"is a zip archive; expected it unpacked"),
+    ("empty_folder", CheckpointError, r"is a folder without a checkpoint, SavedModel"),
+    ("other_scopes", CheckpointError, r"neither SimCLR model variables nor known extras.*"
+                                      r"encoder/w"),
+    ("no_encoder", CheckpointError, r"has no encoder variables .*scopes found: "
+                                    r"\['head_contrastive', 'head_supervised'\]"),
+    ("counts", CheckpointError, r"20 convolutions / 21 BatchNorms in the encoder of .* match "
+                                r"no official ResNet"),
+    ("shape", CheckpointError, r"base_model/conv2d_5/kernel is \[3, 3, 8, 9\]; "
+                               r".*block_group1/block2/conv2/kernel needs \[3, 3, 8, 8\]"),
+    ("ema", CheckpointError, r"--weights=ema but .* has no ema_model/"),
+    ("variant", CheckpointError, r"--variant=r50_1x_sk1 but .* is r18_0.125x_sk0 "
+                                 r"\(stem kernel \[3, 3, 3, 8\]\)"),
+    ("image_size", ConfigError, r"--image_size=224 selects the ImageNet stem but .* has the "
+                                r"CIFAR stem \[3, 3, 3, 8\]; expected --image_size <= 32"),
+    ("finetuned_path", CheckpointError, r"is fine-tuned but its classifier input cannot be "
+                                        r"decided \(no .meta graph\); expected "
+                                        r"--ft_proj_selector"),
+    ("model_dir", StorageError, r"--model_dir=.* exists and is not empty"),
+])
+def test_bad_sources_get_one_clear_error(tmp_path, change, error, message):
+    values = official_names(_small_model(0))
+    options = dict(image_size=16)
+    folder = tmp_path / ("finetuned_source" if change == "finetuned_path" else "source")
+    if change == "other_scopes":
+        values["encoder/w"] = np.zeros(3, np.float32)
+    elif change == "no_encoder":
+        values = {k: v for k, v in values.items() if not k.startswith("base_model/")}
+    elif change == "counts":
+        del values["base_model/conv2d_20/kernel"]
+    elif change == "shape":
+        values["base_model/conv2d_5/kernel"] = np.zeros([3, 3, 8, 9], np.float32)
+    elif change == "ema":
+        options["weights"] = "ema"
+    elif change == "variant":
+        options["variant"] = variants.parse("r50_1x_sk1")
+    elif change == "image_size":
+        options["image_size"] = 224
+    elif change == "model_dir":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "file").write_text("x")
+    source = write_tf1(str(folder / "model.ckpt-1"), values)
+    if change == "not_a_checkpoint":
+        source = str(folder / "model.ckpt-2")
+    elif change == "zip":
+        source = str(tmp_path / "ResNet50_1x.zip")
+    elif change == "empty_folder":
+        source = str(tmp_path)
+    with pytest.raises(error, match=message):
+        _import(tmp_path, source, **options)
+
+
+def test_command_line_error_is_one_line_with_exit_status_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tf_simclr.import_official", f"--source={tmp_path}/nothing",
+         f"--model_dir={tmp_path}/out"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is not a checkpoint prefix" in errors[0]
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_import_writes_a_model_dir_the_exporter_takes(tf1_source, tmp_path):
+    root, online, _, _ = tf1_source
+    _import(tmp_path, root, image_size=16)
+    module = exporter.export_from_checkpoint(str(tmp_path / "out"), str(tmp_path / "hub"))
+    loaded = tf.saved_model.load(module)
+    images = _images()
+    np.testing.assert_allclose(loaded(images).numpy(),
+                               _outputs(online, images)["final_avg_pool"], rtol=1e-5,
+                               atol=1e-5)
+    with open(tmp_path / "out" / importer.REPORT_FILENAME) as f:
+        assert json.load(f)["variant"] == "r18_0.125x_sk0"
