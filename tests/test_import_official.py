@@ -175,6 +175,42 @@ def test_untrained_batch_norm_statistics_are_reported(tmp_path):
     assert report["untrained_batch_norms"] == ["head_contrastive/nl_0/batch_normalization"]
 
 
+def _hub_module_graph(path, classifier_input):
+    """A TF1 hub module's saved_model.pb whose classifier reads `classifier_input`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 8], name="images")
+        hidden = tf.identity(images, name="base_model/final_avg_pool")
+        if classifier_input == "head_contrastive/Relu":
+            hidden = tf.nn.relu(hidden, name="head_contrastive/Relu")
+        tf.linalg.matmul(hidden, tf.zeros([8, 10]),
+                         name="head_supervised/linear_layer/dense/MatMul")
+    saved = saved_model_pb2.SavedModel()
+    saved.meta_graphs.add().graph_def.CopyFrom(graph.as_graph_def())
+    with open(path, "wb") as f:
+        f.write(saved.SerializeToString())
+
+
+def test_tf1_hub_module_reads_its_variables_and_its_classifier_input(tf1_source, tmp_path):
+    _, online, _, values = tf1_source
+    hub = tmp_path / "finetuned_hub"
+    online_values = {k: v for k, v in values.items() if not k.startswith("ema_model/")}
+    write_tf1(str(hub / "variables" / "variables"), online_values)
+    (hub / "tfhub_module.pb").write_bytes(b"")
+    _hub_module_graph(str(hub / "saved_model.pb"), "head_contrastive/Relu")
+    report = _import(tmp_path, hub, image_size=16)
+    assert report["source_kind"] == "tf1_hub_module"
+    assert (report["ft_proj_selector"], report["train_mode"]) == (1, "finetune")
+    model, _, _ = exporter.model_from_checkpoint(str(tmp_path / "out"))
+    images = _images()
+    hiddens = online.projection_head(online.encoder(images, training=False)["final_avg_pool"],
+                                     training=False)
+    np.testing.assert_allclose(_outputs(model, images)["logits_sup"],
+                               online.supervised_head(hiddens[1]).numpy(), rtol=1e-6,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("change, error, message", [
     ("not_a_checkpoint", CheckpointError, r"is not a checkpoint prefix \(no .*\.index\)"),
     ("zip", CheckpointError, r"is a zip archive; expected it unpacked"),
@@ -250,3 +286,104 @@ def test_import_writes_a_model_dir_the_exporter_takes(tf1_source, tmp_path):
                                atol=1e-5)
     with open(tmp_path / "out" / importer.REPORT_FILENAME) as f:
         assert json.load(f)["variant"] == "r18_0.125x_sk0"
+
+
+# Parity with checkpoints the official code writes --------------------------------
+
+needs_official = pytest.mark.skipif(
+    not os.path.isdir(OFFICIAL),
+    reason=f"the official SimCLR code is not at {OFFICIAL} (parity tests need it)")
+# Relative to the largest output of the official model (float32 sums over 2048+ terms).
+PARITY_RTOL = 1e-4
+
+
+def _official_checkpoint(root, name, fmt, image_size, *flags):
+    """Runs the official code in a child process; returns (folder, images, outputs)."""
+    folder = root / name
+    images = np.random.default_rng(3).uniform(0, 1, (3, image_size, image_size, 3))
+    np.save(root / f"{name}_images.npy", images.astype(np.float32))
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "children", "official_checkpoint.py"),
+         f"--official={OFFICIAL}", f"--format={fmt}", f"--out={folder}",
+         f"--images={root / f'{name}_images.npy'}", f"--image_size={image_size}",
+         "--num_classes=10", *flags], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = dict(np.load(folder / "outputs.npz"))
+    return folder, images.astype(np.float32), outputs
+
+
+def _assert_parity(model_dir, images, reference, keys, prefix=""):
+    model, config, _ = exporter.model_from_checkpoint(str(model_dir))
+    ours = _outputs(model, tf.constant(images))
+    for key in keys:
+        expected = reference[prefix + key]
+        scale = np.max(np.abs(expected))
+        np.testing.assert_allclose(ours[key], expected, rtol=0, atol=PARITY_RTOL * scale,
+                                   err_msg=key)
+    return model, config
+
+
+@needs_official
+def test_official_tf1_sk_finetuned_checkpoint_with_ema_and_slots(tmp_path):
+    # R50 SK (ResNet-D stem, selective kernels), fine-tuned from the first projection
+    # layer as the released 1%/10% models; EMA copy and Momentum slots as released.
+    folder, images, reference = _official_checkpoint(
+        tmp_path, "tf1_sk1_ft", "tf1", 64, "--depth=50", "--sk_ratio=0.0625", "--finetune",
+        "--ft_proj_selector=1", "--ema", "--momentum")
+    report = _import(tmp_path, folder, image_size=64)
+    assert report["variant"] == "r50_1x_sk1"
+    assert report["ft_proj_selector"] == 1 and report["train_mode"] == "finetune"
+    assert "head_contrastive/Relu" in report["classifier_input_decided_by"]
+    assert report["skipped"]["optimizer state"]
+    _assert_parity(tmp_path / "out", images, reference,
+                   ("block_group1", "block_group4", "final_avg_pool", "logits_sup"))
+    _import(tmp_path, folder, name="ema", image_size=64, weights="ema")
+    _assert_parity(tmp_path / "ema", images, reference, ("final_avg_pool",), prefix="ema_")
+
+
+@needs_official
+def test_official_tf1_checkpoint_at_an_odd_size(tmp_path):
+    # 65 px: fixed padding and the SAME max-pool at odd sizes; pretraining graph (the
+    # linear head reads the encoder through a StopGradient).
+    folder, images, reference = _official_checkpoint(tmp_path, "tf1_sk0", "tf1", 65,
+                                                     "--depth=50")
+    report = _import(tmp_path, folder, image_size=65)
+    assert (report["variant"], report["train_mode"], report["ft_proj_selector"]) == (
+        "r50_1x_sk0", "pretrain", 0)
+    _assert_parity(tmp_path / "out", images, reference,
+                   ("initial_max_pool", "final_avg_pool", "proj_head_output", "logits_sup"))
+
+
+@needs_official
+def test_official_tf2_saved_model_is_run_beside_the_import(tmp_path):
+    # The released TF2 layout: index-based keys, full names in the object graph; the
+    # classifier's input (here the first projection layer) is found by running it.
+    folder, images, reference = _official_checkpoint(
+        tmp_path, "saved_model", "saved_model", 64, "--depth=50", "--sk_ratio=0.0625",
+        "--finetune", "--ft_proj_selector=1")
+    report = _import(tmp_path, folder / "saved_model", image_size=64)
+    assert report["source_kind"] == "tf2_saved_model"
+    assert report["ft_proj_selector"] == 1 and report["train_mode"] == "finetune"
+    compared = report["compared_with_source"]
+    assert compared["logits_sup"]["ok"] and compared["final_avg_pool"]["ok"]
+    _assert_parity(tmp_path / "out", images, reference, ("final_avg_pool", "logits_sup"))
+
+
+@needs_official
+def test_official_tf2_checkpoint_fine_tunes_and_exports(tmp_path):
+    # ResNet-18 with the CIFAR stem at 32 px, from the official tf2/run.py layout (with
+    # optimizer slots); then the model_dir as fine-tuning source and hub module.
+    folder, images, reference = _official_checkpoint(
+        tmp_path, "tf2_r18", "tf2", 32, "--depth=18", "--momentum")
+    report = _import(tmp_path, folder)
+    assert (report["source_kind"], report["variant"], report["image_size"]) == (
+        "tf2_checkpoint", "r18_1x_sk0", 32)
+    assert report["skipped"]["optimizer state"]
+    _assert_parity(tmp_path / "out", images, reference,
+                   ("final_avg_pool", "proj_head_output", "logits_sup"))
+    module = exporter.export_from_checkpoint(str(tmp_path / "out"), str(tmp_path / "hub"))
+    features = tf.saved_model.load(module)(tf.constant(images)).numpy()
+    scale = np.max(np.abs(reference["final_avg_pool"]))
+    np.testing.assert_allclose(features, reference["final_avg_pool"], rtol=0,
+                               atol=PARITY_RTOL * scale)

@@ -25,7 +25,11 @@ import re
 from typing import Dict, Optional
 
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, trackable_object_graph_pb2
+from tensorflow.core.protobuf import (
+    meta_graph_pb2,
+    saved_model_pb2,
+    trackable_object_graph_pb2,
+)
 
 from tf_simclr.errors import CheckpointError
 
@@ -45,7 +49,8 @@ class Source:
     keys: Dict[str, str]      # graph-form name -> checkpoint key
     slots: Dict[str, list]    # optimizer slot keys (TF2) -> shape
     step: Optional[int]       # the global step, when the checkpoint has one
-    meta_graph: Optional[str] = None  # a TF1 checkpoint's .meta file, if present
+    # A TF1 checkpoint's .meta file, or a TF1 hub module's saved_model.pb, if present.
+    meta_graph: Optional[str] = None
 
     def __post_init__(self):
         self._reader = tf.train.load_checkpoint(self.prefix)
@@ -62,7 +67,10 @@ def open_source(path):
                               "(unzip it and pass the folder or the model.ckpt-N prefix).")
     if tf.io.gfile.isdir(path):
         if tf.io.gfile.exists(os.path.join(path, HUB_MARKER)):
-            return _tf1(path, "tf1_hub_module", _variables_prefix(path))
+            source = _tf1(path, "tf1_hub_module", _variables_prefix(path))
+            graph = os.path.join(path, SAVED_MODEL_FILE)
+            source.meta_graph = graph if tf.io.gfile.exists(graph) else None
+            return source
         if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
             return _tf2(path, "tf2_saved_model", _variables_prefix(path))
         prefix = tf.train.latest_checkpoint(path)
@@ -141,13 +149,28 @@ def _tf2(path, kind, prefix):
                   slots=slots, step=step)
 
 
-def classifier_input_op(meta_graph, matmul_name):
-    """The op feeding `matmul_name` in a TF1 .meta graph, through Identity ops, and
-    whether a StopGradient lies on the way: (op name, stopped), or None if absent."""
+def _graphs(path):
+    """The GraphDefs of a .meta file (one) or of a TF1 saved_model.pb (one per tag set)."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    if path.endswith(SAVED_MODEL_FILE):
+        saved = saved_model_pb2.SavedModel()
+        saved.ParseFromString(data)
+        return [meta.graph_def for meta in saved.meta_graphs]
     meta = meta_graph_pb2.MetaGraphDef()
-    with tf.io.gfile.GFile(meta_graph, "rb") as f:
-        meta.ParseFromString(f.read())
-    nodes = {node.name: node for node in meta.graph_def.node}
+    meta.ParseFromString(data)
+    return [meta.graph_def]
+
+
+def classifier_input_op(meta_graph, matmul_name):
+    """The op feeding `matmul_name` in a TF1 .meta graph (or the first graph of a TF1
+    hub module that has it), through Identity ops, and whether a StopGradient lies
+    on the way: (op name, stopped), or None if absent."""
+    nodes = {}
+    for graph in _graphs(meta_graph):
+        nodes = {node.name: node for node in graph.node}
+        if matmul_name in nodes:
+            break
     if matmul_name not in nodes:
         return None
     name, stopped = nodes[matmul_name].input[0], False
