@@ -217,6 +217,7 @@ def test_tf1_hub_module_reads_its_variables_and_its_classifier_input(tf1_source,
     ("empty_folder", CheckpointError, r"is a folder without a checkpoint, SavedModel"),
     ("other_scopes", CheckpointError, r"neither SimCLR model variables nor known extras.*"
                                       r"encoder/w"),
+    ("no_simclr", CheckpointError, r"has no SimCLR scopes .*found: \['dense', 'encoder'\]\)"),
     ("no_encoder", CheckpointError, r"has no encoder variables .*scopes found: "
                                     r"\['head_contrastive', 'head_supervised'\]"),
     ("counts", CheckpointError, r"20 convolutions / 21 BatchNorms in the encoder of .* match "
@@ -239,6 +240,8 @@ def test_bad_sources_get_one_clear_error(tmp_path, change, error, message):
     folder = tmp_path / ("finetuned_source" if change == "finetuned_path" else "source")
     if change == "other_scopes":
         values["encoder/w"] = np.zeros(3, np.float32)
+    elif change == "no_simclr":
+        values = {"encoder/w": np.zeros(3, np.float32), "dense/kernel": np.ones(2, np.float32)}
     elif change == "no_encoder":
         values = {k: v for k, v in values.items() if not k.startswith("base_model/")}
     elif change == "counts":
@@ -300,7 +303,15 @@ PARITY_RTOL = 1e-4
 def _official_checkpoint(root, name, fmt, image_size, *flags):
     """Runs the official code in a child process; returns (folder, images, outputs)."""
     folder = root / name
-    images = np.random.default_rng(3).uniform(0, 1, (3, image_size, image_size, 3))
+    # Smooth waves of random frequency and phase per image and channel: on uniform
+    # noise a random ResNet's deep features are nearly the same for every image.
+    rng = np.random.default_rng(3)
+    grid = np.arange(image_size) / image_size
+    frequency = rng.uniform(1, 6, (3, 1, 1, 3, 2))
+    phase = rng.uniform(0, 2 * np.pi, (3, 1, 1, 3))
+    images = 0.5 + 0.5 * np.sin(2 * np.pi * (frequency[..., 0] * grid[None, :, None, None]
+                                             + frequency[..., 1] * grid[None, None, :, None])
+                                + phase)
     np.save(root / f"{name}_images.npy", images.astype(np.float32))
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(
@@ -387,3 +398,32 @@ def test_official_tf2_checkpoint_fine_tunes_and_exports(tmp_path):
     scale = np.max(np.abs(reference["final_avg_pool"]))
     np.testing.assert_allclose(features, reference["final_avg_pool"], rtol=0,
                                atol=PARITY_RTOL * scale)
+
+
+def test_fine_tuning_starts_from_the_imported_encoder(tf1_source, tmp_path):
+    from testutil import mirrored, tiny_config
+    from tf_simclr.train import trainer
+    root, online, _, _ = tf1_source
+    _import(tmp_path, root, image_size=16)
+    config = tiny_config(tmp_path / "finetune", train_mode="finetune",
+                         checkpoint=str(tmp_path / "out"), width_multiplier=0.125,
+                         zero_init_logits_layer=True)
+    state = trainer.TrainState(config, mirrored(1), 5, 64)
+    assert state.restore_or_initialize() == 0
+    ours = {v.path: v.numpy() for v in state.model.encoder.variables}
+    theirs = {v.path: v.numpy() for v in online.encoder.variables}
+    assert ours.keys() == theirs.keys()
+    for path, value in theirs.items():
+        np.testing.assert_array_equal(ours[path], value, err_msg=path)
+    assert state.model.supervised_head.dense.kernel.shape[-1] == 5
+
+
+def test_a_variable_assigned_twice_is_refused():
+    model = _small_model(0)
+    kernel, other = model.encoder.stem.conv.kernel, model.encoder.stem.bn.gamma
+    with pytest.raises(CheckpointError, match=r"would be assigned from both a and b"):
+        mapping.check_once([mapping.Pair("a", kernel, "encoder"),
+                            mapping.Pair("b", kernel, "encoder")])
+    with pytest.raises(CheckpointError, match=r"a would be assigned to both"):
+        mapping.check_once([mapping.Pair("a", kernel, "encoder"),
+                            mapping.Pair("a", other, "encoder")])

@@ -217,6 +217,11 @@ def import_official(options):
         raise CheckpointError(f"--weights=ema but --source={options.source} has no "
                               f"ema_model/ variables (scopes: {classified.scopes()}); "
                               "expected --weights=online.")
+    if not (classified.convs or classified.head_dense or classified.supervised):
+        raise CheckpointError(
+            f"--source={options.source} has no SimCLR scopes (base_model/, ema_model/, "
+            f"resnet/, head_contrastive/, projection_head/, head_supervised/; found: "
+            f"{classified.scopes()}); expected an official SimCLR checkpoint.")
     if classified.unknown:
         shown = ", ".join(classified.unknown[:5])
         raise CheckpointError(
@@ -247,7 +252,11 @@ def import_official(options):
                     f"the classifier of --source={options.source} matches no input of its "
                     f"projection head (logits_sup: {comparisons.get('logits_sup')}); expected "
                     "an official SimCLR SavedModel.")
-            selector, train_mode = matched, "pretrain" if has_projection else "finetune"
+            # Pretraining's linear head reads the encoder (selector 0), and released
+            # fine-tuned modules may lack the projection output (official #181).
+            finetuned = (matched > 0 or not has_projection
+                         or re.search(r"finetune|supervised", source.path.lower()))
+            selector, train_mode = matched, "finetune" if finetuned else "pretrain"
             if (selector, train_mode) != (0, "pretrain"):
                 config, model, pairs = build(selector, train_mode)
         bad = {k: v for k, v in comparisons.items() if not v["ok"]}

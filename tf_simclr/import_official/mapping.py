@@ -124,12 +124,15 @@ def unassigned(model, pairs) -> List[object]:
 
 def check_once(pairs):
     """CheckpointError if a variable of ours or of the source is in two pairs."""
-    for attribute in ("source", "target"):
-        seen = {}
-        for pair in pairs:
-            key = getattr(pair, attribute)
-            key = key if attribute == "source" else id(key)
-            if key in seen:
-                raise CheckpointError(f"{pair.source} and {seen[key]} are both assigned to "
-                                      f"{pair.target.path}; expected one source each.")
-            seen[key] = pair.source
+    by_source, by_target = {}, {}
+    for pair in pairs:
+        if pair.source in by_source:
+            raise CheckpointError(f"{pair.source} would be assigned to both "
+                                  f"{by_source[pair.source]} and {pair.target.path}; "
+                                  "expected one variable each.")
+        if id(pair.target) in by_target:
+            raise CheckpointError(f"{pair.target.path} would be assigned from both "
+                                  f"{by_target[id(pair.target)]} and {pair.source}; "
+                                  "expected one source each.")
+        by_source[pair.source] = pair.target.path
+        by_target[id(pair.target)] = pair.source
