@@ -10,7 +10,6 @@ into place, so a failure leaves nothing at `export_dir`.
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 
@@ -23,9 +22,6 @@ from tf_simclr import config as config_lib
 from tf_simclr.errors import ExportError
 from tf_simclr.models import simclr as model_lib
 from tf_simclr.train import checkpointing
-
-_HEAD_KERNEL = re.compile(r"^model/supervised_head/dense/_?kernel/")
-
 
 # Writing ------------------------------------------------------------------------
 
@@ -131,14 +127,6 @@ def export_saved_model(model, config, export_dir, overwrite=False, tar_gz=False)
 
 # Sources: a model_dir checkpoint or a named architecture -------------------------
 
-def num_classes_in_checkpoint(path):
-    """The supervised head's class count stored in checkpoint `path`, 0 if none."""
-    for name, shape in tf.train.list_variables(path):
-        if _HEAD_KERNEL.match(name) and len(shape) == 2:
-            return int(shape[1])
-    return 0
-
-
 def load_config(model_dir):
     """config.json of model_dir as a Config; ExportError if missing or unreadable."""
     try:
@@ -158,7 +146,7 @@ def model_from_checkpoint(model_dir, checkpoint=None, config=None):
     config = load_config(model_dir) if config is None else config
     path = checkpointing.resolve(checkpoint or model_dir,
                                  "--checkpoint" if checkpoint else "--model_dir")
-    num_classes = num_classes_in_checkpoint(path)
+    num_classes = checkpointing.num_classes_in_checkpoint(path)
     try:
         model = model_lib.build_model(config, num_classes)
     except ValueError as error:

@@ -24,6 +24,7 @@ from hub_export import exporter, variants
 from testutil import cpu_devices
 from tf_simclr import config as config_lib
 from tf_simclr.models import simclr as model_lib
+from tf_simclr.train import checkpointing
 
 NUM_CLASSES = 5
 BATCH_SIZES = (2, 5)
@@ -434,7 +435,7 @@ def test_failed_export_leaves_nothing_and_overwrite_replaces(tmp_path, exports, 
 
 def test_num_classes_comes_from_the_checkpoint(exports):
     root, _ = exports
-    assert exporter.num_classes_in_checkpoint(
+    assert checkpointing.num_classes_in_checkpoint(
         tf.train.latest_checkpoint(str(root / "pretrain"))) == 0
-    assert exporter.num_classes_in_checkpoint(
+    assert checkpointing.num_classes_in_checkpoint(
         tf.train.latest_checkpoint(str(root / "finetune"))) == NUM_CLASSES

@@ -21,6 +21,7 @@ import tempfile
 
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tf_simclr.errors import CheckpointError, StorageError
 from tf_simclr.train import strategy as strategy_lib
@@ -101,6 +102,30 @@ def resolve(path, flag="--checkpoint"):
                               "expected a prefix such as model_dir/ckpt-1000 or a model_dir "
                               "that holds checkpoints.")
     return path
+
+
+_HEAD_KERNEL_PATH = (("model",), ("supervised_head",), ("dense",), ("kernel", "_kernel"))
+
+
+def num_classes_in_checkpoint(path):
+    """The supervised head's class count stored in checkpoint prefix `path`, 0 if none.
+
+    Found through the checkpoint's object graph (model -> supervised_head -> dense ->
+    kernel), not by key: a training checkpoint saves each variable once, under the
+    first path to it, which may be the optimizer's list of trainable variables.
+    """
+    reader = tf.train.load_checkpoint(path)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    node = graph.nodes[0]
+    for names in _HEAD_KERNEL_PATH:
+        child = next((c for c in node.children if c.local_name in names), None)
+        if child is None:
+            return 0
+        node = graph.nodes[child.node_id]
+    key = next((a.checkpoint_key for a in node.attributes if a.name == "VARIABLE_VALUE"), None)
+    shape = reader.get_variable_to_shape_map().get(key) if key else None
+    return int(shape[1]) if shape is not None and len(shape) == 2 else 0
 
 
 def restore(path, what, **objects):
