@@ -17,9 +17,10 @@ PACKAGES = ("tf_simclr", "hub_export")
 ENTRY_POINTS = {"tf_simclr.run", "tf_simclr.preview_augment", "tf_simclr.probe.__main__",
                 "tf_simclr.import_official.__main__", "hub_export.__main__"}
 # The exporter writes SavedModels; feature_module loads any image feature-vector module;
-# the importer runs an official SavedModel beside what it imported from it.
+# the importer runs an official SavedModel beside what it imported from it; a
+# distillation teacher may be a SavedModel.
 SAVED_MODEL_USERS = {"hub_export.exporter", "hub_export.feature_module",
-                     "tf_simclr.import_official.importer"}
+                     "tf_simclr.import_official.importer", "tf_simclr.train.teacher"}
 
 
 def _modules():

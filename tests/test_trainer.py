@@ -5,49 +5,26 @@ Runs on an in-memory source (testutil.random_source) and a 16 px ResNet-18 at 1/
 width, so each run takes seconds.
 """
 
-import os
 import shutil
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from testutil import mirrored, random_source, tiny_config
+from testutil import (
+    assert_same_history,
+    assert_same_weights,
+    keep_only_checkpoint,
+    mirrored,
+    random_source,
+    tiny_config,
+    train,
+    weights,
+)
 from tf_simclr import config as config_lib
 from tf_simclr import errors
 from tf_simclr.train import evaluator, trainer
-
-
-def _train(config, source, replicas=1):
-    """Builds a fresh TrainState (same initial weights) and trains; returns (state, trainer)."""
-    keras.utils.set_random_seed(7)
-    strategy = mirrored(replicas)
-    state = trainer.TrainState(config, strategy, source.info.num_classes,
-                               source.info.num_train_examples)
-    loop = trainer.Trainer(state, source)
-    loop.run()
-    return state, loop
-
-
-def _weights(model):
-    return {v.path: np.array(v.numpy()) for v in model.variables}
-
-
-def _assert_same_history(a, b, rtol=1e-5, atol=1e-7):
-    assert [step for step, _ in a] == [step for step, _ in b]
-    for (step, x), (_, y) in zip(a, b):
-        assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=atol,
-                                       err_msg=f"{key} at step {step}")
-
-
-def _assert_same_weights(a, b, rtol=2e-4, atol=2e-5):
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +34,21 @@ def pretrained(tmp_path_factory):
     source = random_source()
     config = tiny_config(root / "one", global_bn=True)
     keras.utils.set_random_seed(7)
-    initial = _weights(trainer.TrainState(
+    initial = weights(trainer.TrainState(
         config.replace(model_dir=str(root / "initial")),
         mirrored(1), 3, 64).model)
-    one = _train(config, source, replicas=1)
-    two = _train(config.replace(model_dir=str(root / "two")), source, replicas=2)
+    one = train(config, source, replicas=1)
+    two = train(config.replace(model_dir=str(root / "two")), source, replicas=2)
     return {"source": source, "config": config, "initial": initial, "one": one, "two": two}
 
 
 def test_two_replicas_follow_the_one_device_run(pretrained):
     (one_state, one), (two_state, two) = pretrained["one"], pretrained["two"]
     assert [s for s, _ in one.history] == [1, 2, 3, 4]
-    _assert_same_history(one.history, two.history, rtol=1e-4, atol=1e-6)
-    _assert_same_weights(_weights(one_state.model), _weights(two_state.model))
+    assert_same_history(one.history, two.history, rtol=1e-4, atol=1e-6)
+    assert_same_weights(weights(one_state.model), weights(two_state.model))
     # The runs moved: every encoder kernel differs from its initial value.
-    trained = _weights(one_state.model)
+    trained = weights(one_state.model)
     for variable in one_state.model.encoder.trainable_variables:
         if variable.path.endswith("kernel"):
             assert not np.allclose(pretrained["initial"][variable.path], trained[variable.path])
@@ -80,31 +57,16 @@ def test_two_replicas_follow_the_one_device_run(pretrained):
 def test_host_and_device_augmentation_train_identically(tmp_path):
     source = random_source()
     config = tiny_config(tmp_path / "host", train_steps=2)
-    host, host_loop = _train(config, source)
-    device, device_loop = _train(
+    host, host_loop = train(config, source)
+    device, device_loop = train(
         config.replace(model_dir=str(tmp_path / "device"), augment_on="device"), source)
-    _assert_same_history(host_loop.history, device_loop.history)
+    assert_same_history(host_loop.history, device_loop.history)
     # The views are equal (test_input_pipeline; here bitwise), but the two step functions
     # are different graphs: measured, the weights differ by 1 ulp (1.2e-7) after 2
     # steps, and 1 of 33 device runs left a conv kernel 4.5e-6 away (cause not found:
     # CPU training is not bitwise reproducible). Views of colour strength 0.49 instead
     # of 0.5 move them by up to 3e-2 (median variable 5e-4): 2e-4 / 2e-5 still sees that.
-    _assert_same_weights(_weights(host.model), _weights(device.model))
-
-
-def _keep_only_checkpoint(model_dir, step):
-    """Leaves model_dir as if the run had died right after saving ckpt-<step>."""
-    manager_state = tf.train.get_checkpoint_state(model_dir)
-    keep = os.path.join(model_dir, f"ckpt-{step}")
-    assert keep in manager_state.all_model_checkpoint_paths
-    for path in manager_state.all_model_checkpoint_paths:
-        if path != keep:
-            for name in tf.io.gfile.glob(path + ".*"):
-                os.remove(name)
-    with open(os.path.join(model_dir, "checkpoint"), "w", encoding="utf-8") as f:
-        f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
-                f'all_model_checkpoint_paths: "ckpt-{step}"\n'
-                f'all_model_checkpoint_timestamps: {time.time()}\n')
+    assert_same_weights(weights(host.model), weights(device.model))
 
 
 def test_resume_from_a_middle_checkpoint_ends_exactly_like_the_uninterrupted_run(tmp_path):
@@ -112,14 +74,14 @@ def test_resume_from_a_middle_checkpoint_ends_exactly_like_the_uninterrupted_run
     source = random_source(num_train=40)
     config = tiny_config(tmp_path / "full", train_steps=8, checkpoint_steps=2,
                          keep_checkpoint_max=10, warmup_epochs=0.4, optimizer="lars")
-    full_state, full = _train(config, source)
+    full_state, full = train(config, source)
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "full", resumed_dir)
-    _keep_only_checkpoint(str(resumed_dir), 4)
-    resumed_state, resumed = _train(config.replace(model_dir=str(resumed_dir)), source)
+    keep_only_checkpoint(str(resumed_dir), 4)
+    resumed_state, resumed = train(config.replace(model_dir=str(resumed_dir)), source)
     assert [s for s, _ in resumed.history] == [5, 6, 7, 8]
-    _assert_same_history(resumed.history, full.history[4:])
-    _assert_same_weights(_weights(full_state.model), _weights(resumed_state.model),
+    assert_same_history(resumed.history, full.history[4:])
+    assert_same_weights(weights(full_state.model), weights(resumed_state.model),
                          rtol=1e-5, atol=1e-6)
     assert resumed_state.step == 8
     assert float(resumed_state.learning_rate(resumed_state.step)) == pytest.approx(
@@ -136,9 +98,9 @@ def test_finetune_restores_the_encoder_and_not_the_classifier(tmp_path, pretrain
     state = trainer.TrainState(config, mirrored(1), 5,
                                finetune_source.info.num_train_examples)
     assert state.restore_or_initialize() == 0
-    before = _weights(source_state.model.encoder)
-    after = _weights(state.model.encoder)
-    _assert_same_weights(before, after, rtol=0, atol=0)
+    before = weights(source_state.model.encoder)
+    after = weights(state.model.encoder)
+    assert_same_weights(before, after, rtol=0, atol=0)
     head = state.model.supervised_head.dense
     assert head.kernel.shape[-1] == 5
     assert not np.any(head.kernel.numpy()) and not np.any(head.bias.numpy())
@@ -154,11 +116,11 @@ def test_linear_eval_keeps_the_frozen_encoder_and_its_batchnorm_statistics(pretr
     state = trainer.TrainState(config, strategy, 3, 64)
     loop = trainer.Trainer(state, source)
     state.restore_or_initialize()
-    encoder_before = _weights(state.model.encoder)
-    _assert_same_weights(encoder_before, _weights(source_state.model.encoder), rtol=0, atol=0)
+    encoder_before = weights(state.model.encoder)
+    assert_same_weights(encoder_before, weights(source_state.model.encoder), rtol=0, atol=0)
     assert not state.model.encoder.trainable_variables
     loop.run()
-    _assert_same_weights(encoder_before, _weights(state.model.encoder), rtol=0, atol=0)
+    assert_same_weights(encoder_before, weights(state.model.encoder), rtol=0, atol=0)
     assert np.any(state.model.supervised_head.dense.kernel.numpy())  # the head trained
     assert state.step == 3
 

@@ -115,3 +115,60 @@ def two_class_image_folder(root, per_class, size, names=("dark", "light")):
             pixels = np.clip(rng.normal(60 + 120 * label, 40, (size, size, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
     return root
+
+
+def train(config, source, replicas=1):
+    """Builds a fresh TrainState (same initial weights) and trains; returns (state, trainer)."""
+    import keras
+
+    from tf_simclr.train import trainer
+    keras.utils.set_random_seed(7)
+    state = trainer.TrainState(config, mirrored(replicas), source.info.num_classes,
+                               source.info.num_train_examples)
+    loop = trainer.Trainer(state, source)
+    loop.run()
+    return state, loop
+
+
+def weights(model):
+    """{variable path: value} of a model."""
+    import numpy as np
+    return {v.path: np.array(v.numpy()) for v in model.variables}
+
+
+def assert_same_history(a, b, rtol=1e-5, atol=1e-7):
+    """Two Trainer.history lists: the same steps and metrics within tolerance."""
+    import numpy as np
+    assert [step for step, _ in a] == [step for step, _ in b]
+    for (step, x), (_, y) in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=atol,
+                                       err_msg=f"{key} at step {step}")
+
+
+def assert_same_weights(a, b, rtol=2e-4, atol=2e-5):
+    """Two `weights()` dicts: the same variables and values within tolerance."""
+    import numpy as np
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+def keep_only_checkpoint(model_dir, step):
+    """Leaves model_dir as if the run had died right after saving ckpt-<step>."""
+    import os
+    import time
+
+    import tensorflow as tf
+    manager_state = tf.train.get_checkpoint_state(model_dir)
+    keep = os.path.join(model_dir, f"ckpt-{step}")
+    assert keep in manager_state.all_model_checkpoint_paths
+    for path in manager_state.all_model_checkpoint_paths:
+        if path != keep:
+            for name in tf.io.gfile.glob(path + ".*"):
+                os.remove(name)
+    with open(os.path.join(model_dir, "checkpoint"), "w", encoding="utf-8") as f:
+        f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
+                f'all_model_checkpoint_paths: "ckpt-{step}"\n'
+                f'all_model_checkpoint_timestamps: {time.time()}\n')

@@ -15,7 +15,7 @@ from typing import Optional
 
 from tf_simclr.errors import ConfigError
 
-TRAIN_MODES = ("pretrain", "finetune")
+TRAIN_MODES = ("pretrain", "finetune", "distill")
 MODES = ("train", "eval", "train_then_eval")
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
 OPTIMIZERS = ("lars", "momentum", "adam", "adamw")
@@ -237,6 +237,17 @@ class TrainConfig:
         None, "Loading from the given checkpoint for fine-tuning if a finetuning "
         "checkpoint does not already exist in model_dir. A checkpoint prefix "
         "or a model_dir (its latest checkpoint).")
+    teacher: Optional[str] = _flag(
+        None, "[ext] For --train_mode=distill: the fine-tuned teacher, a model_dir or "
+        "checkpoint prefix of ours (also an import of official weights) or a SavedModel "
+        "with a logits_sup output (our hub modules, official TF2 SavedModels).")
+    distill_temperature: float = _flag(
+        1.0, "[ext] Temperature T of distillation: cross-entropy between softmax(teacher "
+        "logits / T) and softmax(student logits / T) (SimCLRv2: 1.0 big to small, 0.1 "
+        "self-distillation).")
+    distill_supervised_weight: float = _flag(
+        0.0, "[ext] Weight of the supervised loss on the labels, added to the distillation "
+        "loss; 0 leaves the labels unused.")
     finetune_from_scratch: bool = _flag(
         False, "[ext] Allow --train_mode=finetune without --checkpoint: "
         "train from random weights (supervised or random-encoder baselines).")
@@ -300,6 +311,19 @@ class TrainConfig:
         _check_range("linear_eval_learning_rate", self.linear_eval_learning_rate, low=0.0)
         _check_range("fine_tune_after_block", self.fine_tune_after_block, low=-1, high=4)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_range("distill_temperature", self.distill_temperature, low=0.0, low_open=True)
+        _check_range("distill_supervised_weight", self.distill_supervised_weight, low=0.0)
+        if self.train_mode == "distill":
+            if not self.teacher:
+                raise ConfigError("--train_mode=distill needs --teacher=<a fine-tuned model_dir, "
+                                  "checkpoint or SavedModel with logits_sup>.")
+            if self.finetune_from_scratch or self.linear_eval_epochs:
+                raise ConfigError("--finetune_from_scratch and --linear_eval_epochs do not "
+                                  "apply to --train_mode=distill (the student starts from "
+                                  "random weights, or from --checkpoint).")
+        elif self.teacher:
+            raise ConfigError(f"--teacher={self.teacher} applies to --train_mode=distill; "
+                              f"received --train_mode={self.train_mode}.")
         if self.train_mode == "finetune":
             if self.mode != "eval" and not self.checkpoint and not self.finetune_from_scratch:
                 raise ConfigError(
@@ -312,7 +336,7 @@ class TrainConfig:
             if self.linear_eval_epochs:
                 raise ConfigError("--linear_eval_epochs applies to --train_mode=pretrain; "
                                   "a finetune run is itself the evaluation.")
-        else:
+        elif self.train_mode == "pretrain":
             if self.fine_tune_after_block != -1:
                 raise ConfigError(
                     f"--fine_tune_after_block={self.fine_tune_after_block} applies to "

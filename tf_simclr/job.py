@@ -77,7 +77,7 @@ def _probes(config):
 
 
 def _can_evaluate(config, source):
-    has_head = config.train.train_mode == "finetune" or config.train.lineareval_while_pretraining
+    has_head = config.trains_classifier or config.train.lineareval_while_pretraining
     if not has_head or source.info.num_classes == 0:
         logging.info("no supervised head (unlabeled data or --lineareval_while_pretraining="
                      "false): evaluation of the head skipped")

@@ -137,7 +137,9 @@ def build_model(config, num_classes):
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes={num_classes!r}; expected an int >= 0 (0: no labels).")
     model_cfg, train_cfg = config.model, config.train
-    if train_cfg.train_mode == "finetune" and num_classes == 0:
+    # A distillation student is a fine-tuning model: only its loss differs.
+    train_mode = "finetune" if config.trains_classifier else train_cfg.train_mode
+    if train_mode == "finetune" and num_classes == 0:
         raise ValueError("train_mode='finetune' trains a classifier; received num_classes=0.")
     policy = keras.DTypePolicy(train_cfg.precision)
     encoder = ResNet(
@@ -150,11 +152,11 @@ def build_model(config, num_classes):
         num_layers=model_cfg.num_proj_layers, batch_norm_decay=model_cfg.batch_norm_decay,
         global_bn=model_cfg.global_bn, name="projection_head", dtype=policy)
     supervised_head = None
-    if num_classes and (train_cfg.train_mode == "finetune"
+    if num_classes and (train_mode == "finetune"
                         or train_cfg.lineareval_while_pretraining):
         supervised_head = SupervisedHead(num_classes, name="supervised_head", dtype=policy)
     model = SimCLRModel(
-        encoder, projection_head, supervised_head, train_mode=train_cfg.train_mode,
+        encoder, projection_head, supervised_head, train_mode=train_mode,
         ft_proj_selector=model_cfg.ft_proj_selector,
         lineareval_while_pretraining=train_cfg.lineareval_while_pretraining,
         fine_tune_after_block=train_cfg.fine_tune_after_block, name="simclr", dtype=policy)

@@ -1,4 +1,4 @@
-"""NT-Xent, the SimCLR contrastive loss, and the supervised cross-entropy.
+"""NT-Xent, the SimCLR contrastive loss, the supervised cross-entropy and distillation.
 
 Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
 Representations", eq. (1), with the semantics of google-research/simclr
@@ -132,3 +132,27 @@ def supervised_loss(labels, logits, weights=None):
         return tf.reduce_mean(per_example)
     num_nonzero = tf.reduce_sum(tf.cast(tf.not_equal(weights, 0.0), tf.float32))
     return tf.math.divide_no_nan(tf.reduce_sum(weights * per_example), num_nonzero)
+
+
+def distillation_loss(teacher_logits, student_logits, temperature):
+    """SimCLRv2's distillation loss, averaged over the local batch (float32).
+
+    -sum_y P_T(y|x) log P_S(y|x) with P = softmax(logits / temperature), the
+    teacher's distribution a constant (no gradient reaches the teacher).
+
+    Args:
+        teacher_logits: [B, C] the teacher's class scores on the student's view.
+        student_logits: [B, C] the student's.
+        temperature: T > 0.
+
+    Returns:
+        A float32 scalar.
+    """
+    teacher_logits = tf.cast(teacher_logits, tf.float32)
+    student_logits = tf.cast(student_logits, tf.float32)
+    if teacher_logits.shape.rank != 2 or not teacher_logits.shape.is_compatible_with(
+            student_logits.shape):
+        raise ValueError(f"teacher logits have shape {teacher_logits.shape} and student "
+                         f"logits {student_logits.shape}; expected the same [B, C].")
+    targets = tf.stop_gradient(tf.nn.softmax(teacher_logits / temperature))
+    return supervised_loss(targets, student_logits / temperature)

@@ -37,6 +37,7 @@ from tf_simclr.train import (
 from tf_simclr.train import metrics as metrics_lib
 from tf_simclr.train import progress as progress_lib
 from tf_simclr.train import strategy as strategy_lib
+from tf_simclr.train import teacher as teacher_lib
 
 DEFAULT_MAX_STEPS_PER_LOOP = 50
 
@@ -83,6 +84,10 @@ class TrainState:
             self.learning_rate = schedules.build_schedule(config, num_train_examples)
             self.optimizer = optimizers.build_optimizer(config, self.learning_rate, self.model)
             self.optimizer.build(self.model.trainable_variables)
+        self.teacher = None
+        if config.train.train_mode == "distill":
+            self.teacher = teacher_lib.Teacher(config.train.teacher, num_classes,
+                                               config.data.image_size, strategy)
         self.checkpointer = checkpointing.Checkpointer(
             config.train.model_dir, self.model, self.optimizer,
             config.train.keep_checkpoint_max, strategy)
@@ -94,7 +99,7 @@ class TrainState:
     def restore_or_initialize(self):
         """Resumes from model_dir, else (finetune) loads the source encoder; returns step."""
         step = self.checkpointer.restore_latest()
-        if step == 0 and self.config.train.train_mode == "finetune":
+        if step == 0 and self.config.trains_classifier:
             if self.config.train.checkpoint:
                 source = checkpointing.resolve(self.config.train.checkpoint)
                 checkpointing.restore_pretrained(self.model, source)
@@ -116,8 +121,8 @@ class Trainer:
         self.total_steps = config_lib.train_steps(self.config, self.num_train)
         self.checkpoint_every = config_lib.checkpoint_steps(self.config, self.num_train)
         self.loop_steps = steps_per_loop(self.config, self.checkpoint_every)
-        self._step_fn = (self._pretrain_step if self.config.train.train_mode == "pretrain"
-                         else self._finetune_step)
+        self._step_fn = {"pretrain": self._pretrain_step, "finetune": self._finetune_step,
+                         "distill": self._distill_step}[self.config.train.train_mode]
         self._device_augment = input_pipeline.device_augmenter(self.config, source.info)
         self.history = []  # (step, metrics) after each loop, for callers and tests
 
@@ -182,6 +187,30 @@ class Trainer:
         values.update(sup_metrics)
         return values
 
+    def _distill_step(self, batch):
+        # The teacher sees the student's view, in inference mode, without gradient.
+        images = self._views(batch)[0]
+        teacher_logits = self.state.teacher.logits(images)
+        train = self.config.train
+        with tf.GradientTape() as tape:
+            outputs = self.state.model(images, training=True)
+            distill_loss = losses.distillation_loss(
+                teacher_logits, outputs["logits_sup"], train.distill_temperature)
+            loss = distill_loss
+            values = {}
+            if train.distill_supervised_weight:
+                sup_loss, values = self._supervised_terms(outputs, batch["label"])
+                loss += train.distill_supervised_weight * sup_loss
+            weight_decay = optimizers.weight_decay_loss(self.config, self.state.model)
+            loss += weight_decay
+            scaled_loss = self._scaled_loss(loss)
+        self._apply_gradients(tape, scaled_loss)
+        agreement = metrics_lib.masked_accuracy(
+            tf.argmax(teacher_logits, -1, output_type=tf.int32), outputs["logits_sup"])
+        values.update(total_loss=loss, weight_decay=weight_decay, distill_loss=distill_loss,
+                      teacher_agreement=agreement)
+        return values
+
     def _views(self, batch):
         if self._device_augment is None:
             return batch["views"]
@@ -191,9 +220,13 @@ class Trainer:
 
     def _metric_names(self):
         names = ["total_loss", "weight_decay"]
-        if self.config.train.train_mode == "pretrain":
+        train = self.config.train
+        if train.train_mode == "pretrain":
             names += ["contrast_loss", "contrast_acc", "contrast_entropy"]
-        if self.state.model.supervised_head is not None:
+        if train.train_mode == "distill":
+            names += ["distill_loss", "teacher_agreement"]
+        if self.state.model.supervised_head is not None and (
+                train.train_mode != "distill" or train.distill_supervised_weight):
             names += ["supervised_loss", "supervised_acc"]
         return names
 

@@ -1,0 +1,192 @@
+"""--train_mode=distill: the loss, the fixed teacher, convergence to the teacher,
+replicas, resume, and bad teachers.
+
+Runs on in-memory sources (testutil.random_source) with 16 px ResNet-18s at 1/16
+width; the teacher is fine-tuned from scratch here.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from testutil import (
+    assert_same_history,
+    assert_same_weights,
+    keep_only_checkpoint,
+    random_source,
+    tiny_config,
+    train,
+    weights,
+)
+from tf_simclr import config as config_lib
+from tf_simclr.errors import CheckpointError, ConfigError
+from tf_simclr.train import checkpointing, losses
+from tf_simclr.train import teacher as teacher_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.1, 2.5])
+def test_distillation_loss_equals_numpy(temperature):
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(0, 3, (6, 5)), rng.normal(0, 3, (6, 5))
+    targets = np.exp(_log_softmax(teacher / temperature))
+    expected = np.mean(-np.sum(targets * _log_softmax(student / temperature), -1))
+    got = losses.distillation_loss(tf.constant(teacher), tf.constant(student), temperature)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # No gradient flows into the teacher's logits; the student's is (p_S - p_T) / (T B).
+    teacher_t, student_t = tf.Variable(teacher), tf.Variable(student)
+    with tf.GradientTape() as tape:
+        loss = losses.distillation_loss(teacher_t, student_t, temperature)
+    grad_teacher, grad_student = tape.gradient(loss, [teacher_t, student_t])
+    assert grad_teacher is None
+    expected_grad = (np.exp(_log_softmax(student / temperature)) - targets) / (
+        temperature * len(teacher))
+    np.testing.assert_allclose(grad_student.numpy(), expected_grad, rtol=1e-4, atol=1e-7)
+
+
+def _teacher_dir(root, source, steps=40):
+    """A teacher fine-tuned from scratch on `source` for `steps` steps."""
+    config = tiny_config(root / "teacher", train_mode="finetune", finetune_from_scratch=True,
+                         optimizer="momentum", learning_rate=0.4, train_steps=steps,
+                         checkpoint_steps=steps, steps_per_loop=steps)
+    state, _ = train(config, source)
+    config_lib.save(config, str(root / "teacher"))
+    return root / "teacher", state
+
+
+def _distill_config(model_dir, teacher, **fields):
+    values = dict(train_mode="distill", teacher=str(teacher), optimizer="momentum",
+                  learning_rate=0.4, train_steps=6, checkpoint_steps=2, steps_per_loop=1)
+    values.update(fields)
+    return tiny_config(model_dir, **values)
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    source = random_source()
+    teacher_dir, teacher_state = _teacher_dir(root, source)
+    return root, source, teacher_dir, teacher_state
+
+
+def test_teacher_is_fixed_and_gets_no_gradient(taught):
+    root, source, teacher_dir, teacher_state = taught
+    before = weights(teacher_state.model)
+    state, loop = train(_distill_config(root / "fixed", teacher_dir), source)
+    teacher = state.teacher
+    assert loop.history and "distill_loss" in loop.history[-1][1]
+    # Not trainable, not in the optimizer, not in the student's checkpoint.
+    assert not teacher.model.trainable_variables
+    optimized = {id(v) for v in state.optimizer.variables}
+    assert not any(id(v) in optimized for v in teacher.model.variables)
+    saved = {name for name, _ in tf.train.list_variables(state.checkpointer.latest)}
+    assert not any("teacher" in name for name in saved)
+    after = weights(teacher.model)
+    # The same values (BatchNorm statistics included) as the teacher's checkpoint.
+    assert after.keys() == before.keys()
+    assert_same_weights(before, after, rtol=0, atol=0)
+
+
+def test_student_converges_to_the_teacher_on_held_out_images(taught):
+    root, source, teacher_dir, teacher_state = taught
+    state, _ = train(_distill_config(root / "converge", teacher_dir, train_steps=120,
+                                     checkpoint_steps=120, steps_per_loop=40,
+                                     distill_temperature=1.0), source)
+    images = np.stack([ex["image"].numpy() for ex in source.examples("test")]) / 255.0
+    images = tf.constant(images, tf.float32)
+    teacher = np.argmax(state.teacher.logits(images).numpy(), -1)
+    student = np.argmax(state.model(images, training=False)["logits_sup"].numpy(), -1)
+    chance = max(np.mean(teacher == c) for c in range(3))
+    agreement = np.mean(teacher == student)
+    assert agreement >= 0.85 and agreement > chance + 0.2, (agreement, chance)
+
+
+def test_two_replicas_follow_the_one_device_run(taught):
+    root, source, teacher_dir, _ = taught
+    config = _distill_config(root / "one", teacher_dir, global_bn=True, train_steps=4)
+    one_state, one = train(config, source, replicas=1)
+    two_state, two = train(config.replace(model_dir=str(root / "two")), source, replicas=2)
+    assert [s for s, _ in one.history] == [1, 2, 3, 4]
+    assert_same_history(one.history, two.history, rtol=1e-4, atol=1e-6)
+    assert_same_weights(weights(one_state.model), weights(two_state.model))
+
+
+def test_resume_mid_run_ends_exactly_like_the_uninterrupted_run(taught):
+    root, source, teacher_dir, _ = taught
+    config = _distill_config(root / "full", teacher_dir, keep_checkpoint_max=10,
+                             distill_supervised_weight=0.5)
+    full_state, full = train(config, source)
+    assert "supervised_loss" in full.history[-1][1]
+    resumed_dir = root / "resumed"
+    shutil.copytree(root / "full", resumed_dir)
+    keep_only_checkpoint(str(resumed_dir), 2)
+    resumed_state, resumed = train(config.replace(model_dir=str(resumed_dir)), source)
+    assert [s for s, _ in resumed.history] == [3, 4, 5, 6]
+    assert_same_history(resumed.history, full.history[2:])
+    assert_same_weights(weights(full_state.model), weights(resumed_state.model),
+                        rtol=1e-5, atol=1e-6)
+
+
+def test_class_count_of_a_training_checkpoint_is_found(taught):
+    # A training checkpoint saves the classifier's kernel once, possibly under the
+    # optimizer's path to it: the count comes from the object graph.
+    _, _, teacher_dir, _ = taught
+    prefix = tf.train.latest_checkpoint(str(teacher_dir))
+    assert checkpointing.num_classes_in_checkpoint(prefix) == 3
+    assert not any(n.startswith("model/supervised_head/")
+                   for n, _ in tf.train.list_variables(prefix))
+
+
+def test_bad_teachers_are_refused(taught, tmp_path):
+    root, source, teacher_dir, _ = taught
+    strategy = tf.distribute.get_strategy()
+    with pytest.raises(ConfigError, match=r"predicts 3 classes; the data has 5"):
+        teacher_lib.Teacher(str(teacher_dir), 5, 16, strategy)
+    pretrained = tiny_config(tmp_path / "pretrained", lineareval_while_pretraining=False,
+                             train_steps=1, checkpoint_steps=1)
+    train(pretrained, source)
+    config_lib.save(pretrained, str(tmp_path / "pretrained"))
+    with pytest.raises(CheckpointError, match=r"has no classifier"):
+        teacher_lib.Teacher(str(tmp_path / "pretrained"), 3, 16, strategy)
+    with pytest.raises(CheckpointError, match=r"has no config.json beside it"):
+        teacher_lib.Teacher(str(tmp_path), 3, 16, strategy)
+    with pytest.raises(ConfigError, match=r"--train_mode=distill needs --teacher"):
+        tiny_config(tmp_path / "x", train_mode="distill")
+
+
+def test_hub_module_without_classifier_is_refused(tmp_path):
+    from hub_export import exporter
+    module = exporter.export_variant("r18_0.0625x", str(tmp_path / "hub"), image_size=16)
+    with pytest.raises(CheckpointError, match=r"is a SavedModel without a logits_sup output"):
+        teacher_lib.Teacher(module, 3, 16, tf.distribute.get_strategy())
+
+
+def test_command_line_refuses_a_teacher_without_classifier_in_one_line(taught, tmp_path):
+    from testutil import two_class_image_folder
+    root, source, _, _ = taught
+    images = two_class_image_folder(tmp_path / "images", per_class=4, size=16)
+    pretrained = tiny_config(tmp_path / "pretrained", lineareval_while_pretraining=False,
+                             train_steps=1, checkpoint_steps=1)
+    train(pretrained, source)
+    config_lib.save(pretrained, str(tmp_path / "pretrained"))
+    done = subprocess.run(
+        [sys.executable, "-m", "tf_simclr.run", "--train_mode=distill",
+         f"--teacher={tmp_path / 'pretrained'}", "--dataset=image_folder",
+         f"--data_dir={images}", "--train_split=train", "--eval_split=train",
+         "--image_size=16", f"--model_dir={tmp_path / 'run'}", "--resnet_depth=18",
+         "--width_multiplier=0.0625", "--train_steps=1", "--train_batch_size=4"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "has no classifier" in errors[0], done.stderr[-2000:]
