@@ -6,7 +6,6 @@ width; the teacher is fine-tuned from scratch here.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,8 +16,8 @@ import tensorflow as tf
 from testutil import (
     assert_same_history,
     assert_same_weights,
-    keep_only_checkpoint,
     random_source,
+    resume_after,
     tiny_config,
     train,
     weights,
@@ -128,10 +127,7 @@ def test_resume_mid_run_ends_exactly_like_the_uninterrupted_run(taught):
                              distill_supervised_weight=0.5)
     full_state, full = train(config, source)
     assert "supervised_loss" in full.history[-1][1]
-    resumed_dir = root / "resumed"
-    shutil.copytree(root / "full", resumed_dir)
-    keep_only_checkpoint(str(resumed_dir), 2)
-    resumed_state, resumed = train(config.replace(model_dir=str(resumed_dir)), source)
+    resumed_state, resumed = resume_after(config, source, 2, root / "resumed")
     assert [s for s, _ in resumed.history] == [3, 4, 5, 6]
     assert_same_history(resumed.history, full.history[2:])
     assert_same_weights(weights(full_state.model), weights(resumed_state.model),

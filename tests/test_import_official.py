@@ -422,8 +422,8 @@ def test_a_variable_assigned_twice_is_refused():
     model = _small_model(0)
     kernel, other = model.encoder.stem.conv.kernel, model.encoder.stem.bn.gamma
     with pytest.raises(CheckpointError, match=r"would be assigned from both a and b"):
-        mapping.check_once([mapping.Pair("a", kernel, "encoder"),
-                            mapping.Pair("b", kernel, "encoder")])
+        mapping.check_once([mapping.Pair("a", kernel),
+                            mapping.Pair("b", kernel)])
     with pytest.raises(CheckpointError, match=r"a would be assigned to both"):
-        mapping.check_once([mapping.Pair("a", kernel, "encoder"),
-                            mapping.Pair("a", other, "encoder")])
+        mapping.check_once([mapping.Pair("a", kernel),
+                            mapping.Pair("a", other)])

@@ -5,7 +5,6 @@ Runs on an in-memory source (testutil.random_source) and a 16 px ResNet-18 at 1/
 width, so each run takes seconds.
 """
 
-import shutil
 
 import keras
 import numpy as np
@@ -15,9 +14,9 @@ import tensorflow as tf
 from testutil import (
     assert_same_history,
     assert_same_weights,
-    keep_only_checkpoint,
     mirrored,
     random_source,
+    resume_after,
     tiny_config,
     train,
     weights,
@@ -75,10 +74,7 @@ def test_resume_from_a_middle_checkpoint_ends_exactly_like_the_uninterrupted_run
     config = tiny_config(tmp_path / "full", train_steps=8, checkpoint_steps=2,
                          keep_checkpoint_max=10, warmup_epochs=0.4, optimizer="lars")
     full_state, full = train(config, source)
-    resumed_dir = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "full", resumed_dir)
-    keep_only_checkpoint(str(resumed_dir), 4)
-    resumed_state, resumed = train(config.replace(model_dir=str(resumed_dir)), source)
+    resumed_state, resumed = resume_after(config, source, 4, tmp_path / "resumed")
     assert [s for s, _ in resumed.history] == [5, 6, 7, 8]
     assert_same_history(resumed.history, full.history[4:])
     assert_same_weights(weights(full_state.model), weights(resumed_state.model),

@@ -172,3 +172,13 @@ def keep_only_checkpoint(model_dir, step):
         f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
                 f'all_model_checkpoint_paths: "ckpt-{step}"\n'
                 f'all_model_checkpoint_timestamps: {time.time()}\n')
+
+
+def resume_after(config, source, step, resumed_dir):
+    """Copies config's finished model_dir to `resumed_dir`, keeps only ckpt-<step>
+    (as if the run died after saving it) and trains on from there; returns
+    (state, trainer) of the resumed run."""
+    import shutil
+    shutil.copytree(config.train.model_dir, resumed_dir)
+    keep_only_checkpoint(str(resumed_dir), step)
+    return train(config.replace(model_dir=str(resumed_dir)), source)

@@ -286,9 +286,9 @@ def import_official(options):
     }
     if source.kind == "tf2_saved_model" and source.slots:
         report["skipped"]["optimizer state"] = sorted(source.slots)
-    for note in _notes(report):
-        logging.warning("%s", note)
     report["notes"] = _notes(report)
+    for note in report["notes"]:
+        logging.warning("%s", note)
     report["model_dir"] = _write_model_dir(options, config, model, report, source.step or 0)
     logging.info("imported %s (%s, %s) into %s: %d variables mapped, %d skipped, %d freshly "
                  "initialised", options.source, source.kind, arch.variant, report["model_dir"],

@@ -20,7 +20,6 @@ class Pair:
     """One official variable (by graph-form name) -> one of our variables."""
     source: str
     target: object  # a keras Variable
-    role: str       # encoder, projection_head or supervised_head
 
 
 def encoder_layers(encoder):
@@ -64,7 +63,7 @@ def _check_shape(source_name, shape, target, path):
             "(another architecture than the one detected?).")
 
 
-def _pair_bn(names, layer, shapes, role, pairs):
+def _pair_bn(names, layer, shapes, pairs):
     ours = _bn_variables(layer)
     for attribute in BN_ATTRIBUTES:
         name, target = names.get(attribute), ours[attribute]
@@ -75,7 +74,7 @@ def _pair_bn(names, layer, shapes, role, pairs):
                                   f"(source BatchNorm: {sorted(names.values())}).")
         if name is not None:
             _check_shape(name, shapes[name], target, target.path)
-            pairs.append(Pair(name, target, role))
+            pairs.append(Pair(name, target))
 
 
 def plan(classified, model):
@@ -89,9 +88,9 @@ def plan(classified, model):
             f"BatchNorms in its encoder; the model has {len(convs)} / {len(bns)}.")
     for (_, name), layer in zip(classified.convs, convs):
         _check_shape(name, shapes[name], layer.kernel, layer.kernel.path)
-        pairs.append(Pair(name, layer.kernel, "encoder"))
+        pairs.append(Pair(name, layer.kernel))
     for (_, names), layer in zip(classified.bns, bns):
-        _pair_bn(names, layer, shapes, "encoder", pairs)
+        _pair_bn(names, layer, shapes, pairs)
     head = model.projection_head
     if classified.head_dense:
         if len(classified.head_dense) != len(head.linear_layers):
@@ -101,9 +100,8 @@ def plan(classified, model):
         for index, layer in enumerate(head.linear_layers):
             name = classified.head_dense[index]
             _check_shape(name, shapes[name], layer.dense.kernel, layer.dense.kernel.path)
-            pairs.append(Pair(name, layer.dense.kernel, "projection_head"))
-            _pair_bn(classified.head_bn.get(index, {}), layer.bn, shapes, "projection_head",
-                     pairs)
+            pairs.append(Pair(name, layer.dense.kernel))
+            _pair_bn(classified.head_bn.get(index, {}), layer.bn, shapes, pairs)
     if classified.supervised:
         dense = model.supervised_head.dense
         for attribute, target in (("kernel", dense.kernel), ("bias", dense.bias)):
@@ -112,7 +110,7 @@ def plan(classified, model):
                 raise CheckpointError(f"the source's head_supervised has no {attribute}; "
                                       "expected kernel and bias.")
             _check_shape(name, shapes[name], target, target.path)
-            pairs.append(Pair(name, target, "supervised_head"))
+            pairs.append(Pair(name, target))
     return pairs
 
 

@@ -25,7 +25,6 @@ class Teacher:
     `model` is the Keras model (or the loaded SavedModel) that computes them."""
 
     def __init__(self, path, num_classes, image_size, strategy):
-        self.path = path
         with strategy.scope():
             if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
                 self.model, self._logits, found = _saved_model_teacher(path, image_size)
