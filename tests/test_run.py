@@ -84,11 +84,15 @@ def test_official_command_line_parses_to_the_official_meaning():
 @pytest.mark.parametrize("flagfile", FLAGFILES)
 def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
     monkeypatch.chdir(REPO)  # nested flagfiles name each other relative to the repo
-    extra = ["--checkpoint=/tmp/pretrain"] if "linear_eval" in flagfile else []
+    needs_checkpoint = "linear_eval" in flagfile or "finetune" in flagfile
+    extra = ["--checkpoint=/tmp/pretrain"] if needs_checkpoint else []
     config = _parse([f"--flagfile=flags/{flagfile}", "--model_dir=/tmp/x", *extra]).validate()
     if "linear_eval" in flagfile:
         assert config.train.train_mode == "finetune"
         assert config.train.fine_tune_after_block == 4
+    if "finetune" in flagfile:  # SimCLR's fine-tuning recipe: every layer, no weight decay
+        assert config.train.train_mode == "finetune"
+        assert config.train.fine_tune_after_block == -1 and config.optim.weight_decay == 0
     if flagfile.startswith("cifar10"):
         assert config.data.dataset == "cifar10" and config.cifar_stem
     if flagfile.startswith("cifar10_pretrain"):
