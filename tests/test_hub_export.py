@@ -11,8 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -21,7 +19,7 @@ import tensorflow as tf
 
 from hub_export import __main__ as cli
 from hub_export import exporter, variants
-from testutil import cpu_devices
+from testutil import cpu_devices, finish_child, run_child, start_child
 from tf_simclr import config as config_lib
 from tf_simclr.models import simclr as model_lib
 from tf_simclr.train import checkpointing
@@ -32,8 +30,6 @@ IMAGE_SIZES = (32, 48)
 ENDPOINTS = ("initial_conv", "initial_max_pool", "block_group1", "block_group2",
              "block_group3", "block_group4", "final_avg_pool", "proj_head_input")
 TOLERANCE = 2e-5  # float32; outputs are O(1)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHILDREN = os.path.join(ROOT, "tests", "children")
 
 
 def _tiny_config(model_dir, **changes):
@@ -85,42 +81,6 @@ def _reference(model, path):
     return str(path)
 
 
-def _start_child(tmp_path, script, args, env_extra=None):
-    """Starts tests/children/`script` OUT.json *args in a fresh Python; a handle for
-    _finish."""
-    name = script.removesuffix(".py")
-    out = tmp_path / f"{name}.json"
-    env = dict(os.environ)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT,
-                "CUDA_VISIBLE_DEVICES": ""})
-    env.update(env_extra or {})
-    proc = subprocess.Popen([sys.executable, os.path.join(CHILDREN, script), str(out)]
-                            + [str(a) for a in args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return name, proc, out
-
-
-def _finish(child, timeout=900):
-    name, proc, out = child
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, f"{name} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
-    result = json.loads(out.read_text())
-    result["_stderr"] = stderr
-    return result
-
-
-def _run_child(tmp_path, script, args, env_extra=None):
-    return _finish(_start_child(tmp_path, script, args, env_extra))
-
-
-
-
-
 # Fixtures ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -156,24 +116,24 @@ def children(exports, tmp_path_factory):
     root, runs = exports
     tmp = tmp_path_factory.mktemp("children")
     # TensorFlow's warnings on (level 1) so the test sees any the module causes.
-    keras3 = _start_child(tmp, "hub_keras3_consumer.py", [json.dumps(runs), TOLERANCE],
-                          env_extra={"TF_CPP_MIN_LOG_LEVEL": "1"})
+    keras3 = start_child(tmp, "hub_keras3_consumer.py", [json.dumps(runs), TOLERANCE],
+                         env_extra={"TF_CPP_MIN_LOG_LEVEL": "1"})
     modules = {name: (path, ref, name != "pretrain") for name, (path, ref) in runs.items()
                if name in ("pretrain", "finetune", "mirrored")}
     tar = os.path.join(root, "out", "pretrain.tar.gz")
-    tf_keras = _start_child(
+    tf_keras = start_child(
         tmp, "hub_tf_keras_consumer.py", [json.dumps(modules), TOLERANCE],
         env_extra={"HUB_TARBALL": tar, "HUB_TARBALL_REF": runs["pretrain"][1],
                    "TFHUB_CACHE_DIR": str(root / "hub_cache"),
                    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
                    "http_proxy": "", "HTTP_PROXY": ""})
     try:
-        keras3_result = _finish(keras3)
+        keras3_result = finish_child(keras3)
     except BaseException:
         tf_keras[1].kill()
         tf_keras[1].communicate()
         raise
-    return {"keras3": keras3_result, "tf_keras": _finish(tf_keras)}
+    return {"keras3": keras3_result, "tf_keras": finish_child(tf_keras)}
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +278,7 @@ def _export_variants_and_dims(tmp_path, names, image_size=64):
     out = tmp_path / "variants"
     assert cli.main(["hub_export", f"--variants={','.join(names)}", "--init=random",
                      f"--image_size={image_size}", f"--export_dir={out}"]) == 0
-    dims = _run_child(tmp_path, "hub_feature_dims.py", [out, ",".join(names)])
+    dims = run_child(tmp_path, "hub_feature_dims.py", [out, ",".join(names)])
     dims.pop("_stderr")
     return dims
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from hub_export import exporter, variants
+from testutil import random_source, run_child, tiny_config, train
 from tf_simclr import config as config_lib
 from tf_simclr.errors import CheckpointError, ConfigError, StorageError
 from tf_simclr.import_official import architecture, importer, mapping
@@ -382,22 +383,75 @@ def test_official_tf2_saved_model_is_run_beside_the_import(tmp_path):
 
 
 @needs_official
-def test_official_tf2_checkpoint_fine_tunes_and_exports(tmp_path):
-    # ResNet-18 with the CIFAR stem at 32 px, from the official tf2/run.py layout (with
-    # optimizer slots); then the model_dir as fine-tuning source and hub module.
+def test_official_tf1_r50_2x_finetuned_on_the_encoder_output(tmp_path):
+    # The 2x width, fine-tuned with the classifier on the encoder output
+    # (ft_proj_selector=0, as the released 100% models).
     folder, images, reference = _official_checkpoint(
-        tmp_path, "tf2_r18", "tf2", 32, "--depth=18", "--momentum")
-    report = _import(tmp_path, folder)
+        tmp_path, "tf1_2x_ft", "tf1", 64, "--depth=50", "--width=2", "--finetune",
+        "--ft_proj_selector=0")
+    report = _import(tmp_path, folder, image_size=64)
+    assert (report["variant"], report["train_mode"], report["ft_proj_selector"]) == (
+        "r50_2x_sk0", "finetune", 0)
+    _, config = _assert_parity(tmp_path / "out", images, reference,
+                               ("block_group1", "block_group4", "final_avg_pool", "logits_sup"))
+    assert config.model.width_multiplier == 2
+
+
+@pytest.fixture(scope="module")
+def official_r18(tmp_path_factory):
+    """ResNet-18 with the CIFAR stem at 32 px in the official tf2/run.py checkpoint
+    layout (with optimizer slots), imported: (root, images, official outputs, report)."""
+    if not os.path.isdir(OFFICIAL):
+        pytest.skip(f"the official SimCLR code is not at {OFFICIAL} (parity tests need it)")
+    root = tmp_path_factory.mktemp("official_r18")
+    folder, images, reference = _official_checkpoint(root, "tf2_r18", "tf2", 32,
+                                                     "--depth=18", "--momentum")
+    return root, images, reference, _import(root, folder)
+
+
+def test_official_tf2_checkpoint_imports_and_exports_for_hub(official_r18, tmp_path):
+    root, images, reference, report = official_r18
     assert (report["source_kind"], report["variant"], report["image_size"]) == (
         "tf2_checkpoint", "r18_1x_sk0", 32)
     assert report["skipped"]["optimizer state"]
-    _assert_parity(tmp_path / "out", images, reference,
+    _assert_parity(root / "out", images, reference,
                    ("final_avg_pool", "proj_head_output", "logits_sup"))
-    module = exporter.export_from_checkpoint(str(tmp_path / "out"), str(tmp_path / "hub"))
-    features = tf.saved_model.load(module)(tf.constant(images)).numpy()
+    module = exporter.export_from_checkpoint(str(root / "out"), str(tmp_path / "hub"))
     scale = np.max(np.abs(reference["final_avg_pool"]))
+    features = tf.saved_model.load(module)(tf.constant(images)).numpy()
     np.testing.assert_allclose(features, reference["final_avg_pool"], rtol=0,
                                atol=PARITY_RTOL * scale)
+    # hub.KerasLayer(trainable=True) in tf_keras gives the official outputs and
+    # takes a gradient step through every weight (tests/children/hub_tf_keras_consumer.py
+    # also fine-tunes the module's classifier).
+    np.savez(tmp_path / "reference.npz", x_5_32=images,
+             final_avg_pool_5_32=reference["final_avg_pool"],
+             logits_sup_5_32=reference["logits_sup"])
+    tolerance = PARITY_RTOL * max(scale, np.max(np.abs(reference["logits_sup"])))
+    hub_report = run_child(tmp_path, "hub_tf_keras_consumer.py", [
+        json.dumps({"finetune": (module, str(tmp_path / "reference.npz"), True)}), tolerance])
+    loaded = hub_report["finetune"]
+    assert loaded["frozen_features_diff"] < tolerance
+    assert loaded["classifier_diff"] < tolerance
+    assert loaded["features"]["none_grads"] == 0 and loaded["features"]["hub_grad_norm"] > 0
+    assert loaded["classifier"]["hub_grad_norm"] > 0
+
+
+def test_official_tf2_checkpoint_fine_tunes_with_the_training_loop(official_r18, tmp_path):
+    # tf_simclr.run's loop (Trainer) fine-tunes the imported official ResNet-18 on
+    # labelled images: the training loss falls.
+    root = official_r18[0]
+    imported = config_lib.load(str(root / "out"))
+    config = tiny_config(
+        tmp_path / "finetune", train_mode="finetune", checkpoint=str(root / "out"),
+        image_size=32, resnet_depth=18, width_multiplier=imported.model.width_multiplier,
+        num_proj_layers=imported.model.num_proj_layers,
+        proj_out_dim=imported.model.proj_out_dim, optimizer="momentum",
+        learning_rate=0.05, weight_decay=0.0, train_batch_size=16, train_steps=12,
+        checkpoint_steps=12, steps_per_loop=1)
+    _, loop = train(config, random_source(num_train=16, size=32, num_classes=10))
+    losses = [metrics["supervised_loss"] for _, metrics in loop.history]
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses  # measured 0.83
 
 
 def test_fine_tuning_starts_from_the_imported_encoder(tf1_source, tmp_path):

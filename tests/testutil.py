@@ -6,6 +6,47 @@ import os
 NUM_LOGICAL_CPUS = 4
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILDREN = os.path.join(REPO, "tests", "children")
+
+
+def start_child(tmp_path, script, args, env_extra=None):
+    """Starts tests/children/`script` OUT.json *args in a fresh Python (Keras 3 unless
+    env_extra says otherwise); a handle for finish_child."""
+    import subprocess
+    import sys
+    name = script.removesuffix(".py")
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, "CUDA_VISIBLE_DEVICES": ""})
+    env.update(env_extra or {})
+    proc = subprocess.Popen([sys.executable, os.path.join(CHILDREN, script), str(out)]
+                            + [str(a) for a in args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return name, proc, out
+
+
+def finish_child(child, timeout=900):
+    """Waits for a start_child handle; its JSON report, with its stderr as "_stderr"."""
+    import json
+    import subprocess
+    name, proc, out = child
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, f"{name} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    result = json.loads(out.read_text())
+    result["_stderr"] = stderr
+    return result
+
+
+def run_child(tmp_path, script, args, env_extra=None):
+    return finish_child(start_child(tmp_path, script, args, env_extra))
+
+
 def cpu_devices(n):
     """The first n logical CPU device names, for MirroredStrategy(devices)."""
     if n > NUM_LOGICAL_CPUS:
