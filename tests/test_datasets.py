@@ -242,6 +242,22 @@ def test_label_fraction_subset_is_stratified_and_sharded(tiny_dir):
         set(subset)
 
 
+def test_hidden_labels_keep_every_image_and_label_only_the_subset(tiny_dir):
+    # Distillation: every train image, labels outside the label_fraction subset -1.
+    config = _tiny(tiny_dir, label_fraction=0.25)
+    subset = set(_tiny_ids(data.build_source(config, seed=5).examples("train")))
+    source = data.build_source(config, seed=5, hide_labels=True)
+    seen = {}
+    for ex in source.examples("train"):
+        image_id = int(ex["image"][0, 0, 0])
+        seen[image_id] = int(ex["label"])
+    assert sorted(seen) == sorted(TINY_TRAIN)
+    assert source.info.num_train_examples == len(TINY_TRAIN)
+    assert {i for i, label in seen.items() if label >= 0} == subset
+    assert all(seen[i] == i % 3 for i in subset)
+    assert all(seen[i] == data.UNLABELED for i in set(seen) - subset)
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(eval_split="validation"),
      r"--eval_split='validation': tf_simclr_tiny_gray has no split 'validation'; "

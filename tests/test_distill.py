@@ -54,6 +54,27 @@ def test_distillation_loss_equals_numpy(temperature):
     np.testing.assert_allclose(grad_student.numpy(), expected_grad, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_distillation_objective_with_supervised_term_equals_numpy(weight):
+    rng = np.random.default_rng(1)
+    teacher, student = rng.normal(0, 3, (8, 4)), rng.normal(0, 3, (8, 4))
+    labels = np.array([2, -1, 0, -1, 3, 1, -1, 2])  # -1: outside the labelled subset
+    temperature = 0.5
+    targets = np.exp(_log_softmax(teacher / temperature))
+    distill = np.mean(-np.sum(targets * _log_softmax(student / temperature), -1))
+    labelled = labels >= 0
+    supervised = np.mean(-_log_softmax(student)[labelled, labels[labelled]])
+    got = losses.distillation_objective(tf.constant(teacher), tf.constant(student),
+                                        tf.constant(labels), temperature, weight)
+    np.testing.assert_allclose(float(got["distill_loss"]), distill, rtol=1e-5)
+    np.testing.assert_allclose(float(got["loss"]), distill + weight * supervised, rtol=1e-5)
+    assert ("supervised_loss" in got) == bool(weight)
+    # A batch without any label adds nothing.
+    none = losses.distillation_objective(tf.constant(teacher), tf.constant(student),
+                                         tf.fill([8], -1), temperature, weight)
+    np.testing.assert_allclose(float(none["loss"]), distill, rtol=1e-5)
+
+
 def _teacher_dir(root, source, steps=40):
     """A teacher fine-tuned from scratch on `source` for `steps` steps."""
     config = tiny_config(root / "teacher", train_mode="finetune", finetune_from_scratch=True,
@@ -186,3 +207,21 @@ def test_command_line_refuses_a_teacher_without_classifier_in_one_line(taught, t
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "has no classifier" in errors[0], done.stderr[-2000:]
+
+
+def test_distill_reads_every_image_and_the_labels_of_the_fraction_only(taught, tmp_path):
+    # --label_fraction with --train_mode=distill hides labels instead of dropping images:
+    # 24 images, 6 labelled; one epoch of batch 4 is 24 // 4 + 1 = 7 steps (not 2).
+    from testutil import two_class_image_folder
+    from tf_simclr import job
+    _, _, teacher_dir, _ = taught
+    images = two_class_image_folder(tmp_path / "images", per_class=8, size=16,
+                                    names=("a", "b", "c"))
+    config = tiny_config(
+        tmp_path / "run", train_mode="distill", teacher=str(teacher_dir),
+        dataset="image_folder", data_dir=str(images), train_split="train", eval_split="",
+        mode="train", label_fraction=0.25, distill_supervised_weight=0.5,
+        optimizer="momentum", learning_rate=0.1, train_steps=0, train_epochs=1,
+        train_batch_size=4, checkpoint_steps=0, checkpoint_epochs=1)
+    job.run(config)
+    assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-7")

@@ -234,6 +234,17 @@ def test_label_fraction_is_stratified_and_seeded(tmp_path):
     assert set(other) != set(same)
 
 
+def test_hidden_labels_keep_every_file_and_label_only_the_subset(tmp_path):
+    _class_folder(tmp_path, {"a": 10, "b": 7, "c": 1, "d": 5})
+    subset = _by_key(_source(tmp_path, label_fraction=0.3, seed=0).examples("train"))
+    source = data.build_source(DataConfig(dataset="image_folder", data_dir=str(tmp_path),
+                                          label_fraction=0.3), seed=0, hide_labels=True)
+    every = _by_key(source.examples("train"))
+    assert len(every) == source.info.num_train_examples == 23
+    assert sorted(pair for pair in every if pair[1] >= 0) == sorted(subset)
+    assert sum(label == data.UNLABELED for _, label in every) == 23 - len(subset)
+
+
 def test_label_fraction_of_a_flat_folder_is_refused(tmp_path):
     _write(tmp_path / "x.png", _pixels(1))
     with pytest.raises(DataError, match=r"--label_fraction=0.5 needs labelled examples, "

@@ -95,14 +95,6 @@ class Config:
             # then divide out again; bfloat16 needs none.
             raise ConfigError("--precision=mixed_float16 is not supported with "
                               "--optimizer=lars; expected --precision=mixed_bfloat16.")
-        if (self.train.train_mode == "distill" and self.train.distill_supervised_weight
-                and self.data.label_fraction < 1):
-            # The source would then read the labelled subset only, not every image.
-            raise ConfigError(
-                f"--distill_supervised_weight={self.train.distill_supervised_weight} with "
-                f"--label_fraction={self.data.label_fraction} is not supported: distillation "
-                "trains on every train image; expected --label_fraction=1 (the supervised "
-                "term then uses every label) or --distill_supervised_weight=0.")
         if self.train.deterministic and self.hardware.use_tpu:
             # Verified on CPUs only (tf_simclr.train.determinism).
             raise ConfigError("--deterministic is not supported with --use_tpu; expected a "

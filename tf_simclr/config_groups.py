@@ -81,7 +81,8 @@ class DataConfig:
     label_fraction: float = _flag(
         1.0, "[ext] Train on a stratified fraction of the labelled train split "
         "(same fraction of every class, chosen by --seed), for 1%/10% "
-        "semi-supervised fine-tuning.")
+        "semi-supervised fine-tuning. With --train_mode=distill every train image is "
+        "read and only the labels of the others are hidden.")
     bad_images: str = _flag(
         "error", "[ext] image_folder files that cannot be decoded: error (refuse to "
         "start, listing them) or skip (leave them out and report the count).",
@@ -246,8 +247,9 @@ class TrainConfig:
         "logits / T) and softmax(student logits / T) (SimCLRv2: 1.0 big to small, 0.1 "
         "self-distillation).")
     distill_supervised_weight: float = _flag(
-        0.0, "[ext] Weight of the supervised loss on the labels, added to the distillation "
-        "loss; 0 leaves the labels unused.")
+        0.0, "[ext] Weight of the supervised loss on the labelled images (all, or the "
+        "--label_fraction subset), added to the distillation loss; 0 leaves the labels "
+        "unused.")
     finetune_from_scratch: bool = _flag(
         False, "[ext] Allow --train_mode=finetune without --checkpoint: "
         "train from random weights (supervised or random-encoder baselines).")

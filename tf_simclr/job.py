@@ -124,7 +124,9 @@ def run(config, strategy=None, after_eval=()):
         determinism.enable(strategy)
     strategy_lib.check_batch_divides(config.train.train_batch_size, strategy, "train_batch_size")
     strategy_lib.check_batch_divides(config.train.eval_batch_size, strategy, "eval_batch_size")
-    source = data.build_source(config.data, seed=config.train.seed)
+    # Distillation reads every train image; label_fraction then only hides labels.
+    source = data.build_source(config.data, seed=config.train.seed,
+                               hide_labels=config.train.train_mode == "distill")
     info = source.info
     input_pipeline.check_image_size(config, info)
     if _probes(config):

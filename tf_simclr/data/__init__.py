@@ -36,12 +36,15 @@ __all__ = ["IMAGE_FOLDER", "UNLABELED", "UNLABELED_SPLIT_NAMES", "DataError", "D
            "stratified_subset", "tfds_builder"]
 
 
-def build_source(data_config, seed=0):
+def build_source(data_config, seed=0, hide_labels=False):
     """The ImageSource that data_config names (dataset, data_dir, splits, ...).
 
     Args:
       data_config: config.DataConfig.
       seed: chooses the label_fraction subset (config.train.seed).
+      hide_labels: with label_fraction < 1, keep every train image and give the ones
+        outside the labelled subset the label UNLABELED (distillation reads them all),
+        instead of reading the subset only.
 
     Returns:
       An ImageSource whose `info` describes data_config.train_split/eval_split.
@@ -50,5 +53,5 @@ def build_source(data_config, seed=0):
       DataError: the data is missing, unprepared, empty or malformed.
     """
     if data_config.dataset == IMAGE_FOLDER:
-        return ImageFolderSource(data_config, seed)
-    return TfdsSource(tfds_builder(data_config), data_config, seed)
+        return ImageFolderSource(data_config, seed, hide_labels)
+    return TfdsSource(tfds_builder(data_config), data_config, seed, hide_labels)

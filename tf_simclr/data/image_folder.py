@@ -176,7 +176,7 @@ def _read_order(relative_path):
 class ImageFolderSource(source.ImageSource):
     """Image files in a folder; see the module docstring for the layout rules."""
 
-    def __init__(self, data_config, seed=0):
+    def __init__(self, data_config, seed=0, hide_labels=False):
         root = os.path.abspath(data_config.data_dir)
         source.check_directory(root, "--dataset=image_folder --data_dir")
         self._root = root
@@ -219,9 +219,13 @@ class ImageFolderSource(source.ImageSource):
             keep = set(source.stratified_subset(
                 files, labels, data_config.label_fraction, seed,
                 name=f"image_folder {root}", split=train.text).tolist())
-            kept = [i for i, f in enumerate(files) if f in keep]
-            self._splits[train.text] = ([files[i] for i in kept],
-                                        [labels[i] for i in kept])
+            if hide_labels:
+                self._splits[train.text] = (files, [label if f in keep else UNLABELED
+                                                    for f, label in zip(files, labels)])
+            else:
+                kept = [i for i, f in enumerate(files) if f in keep]
+                self._splits[train.text] = ([files[i] for i in kept],
+                                            [labels[i] for i in kept])
         shapes = {checks[f][1] for files, _ in self._splits.values() for f in files}
         image_shape = shapes.pop() + (3,) if len(shapes) == 1 else None
         eval_files = (self._splits.get(evaluation.text, ([], []))[0]

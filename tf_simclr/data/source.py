@@ -34,6 +34,7 @@ class DatasetInfo:
     name: str
     num_classes: int            # 0 when the data has no labels
     num_train_examples: int     # in data_config.train_split, after label_fraction
+                                # (all of them when its labels are hidden)
     num_eval_examples: int      # in data_config.eval_split (0 if there is none)
     image_shape: Optional[tuple]  # (H, W, 3) when every image has it, else None
 

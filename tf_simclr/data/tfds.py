@@ -38,7 +38,7 @@ class TfdsSource(ImageSource):
     by reading and pipelines are sharded by element instead of by sub-split.
     """
 
-    def __init__(self, builder, data_config, seed=0):
+    def __init__(self, builder, data_config, seed=0, hide_labels=False):
         self._builder = builder
         self._name = data_config.dataset
         self._train_split = data_config.train_split
@@ -50,7 +50,7 @@ class TfdsSource(ImageSource):
         if data_config.eval_split:
             self._check_split(data_config.eval_split, "eval_split")
             num_eval = self._count(data_config.eval_split)
-        self._train_keep = None
+        self._train_keep, self._hide_labels = None, hide_labels
         if data_config.label_fraction < 1:
             ids, labels = self._ids_and_labels(data_config.train_split)
             keep = stratified_subset(ids, labels, data_config.label_fraction, seed,
@@ -60,7 +60,7 @@ class TfdsSource(ImageSource):
                 tf.lookup.KeyValueTensorInitializer(
                     tf.constant(keep), tf.ones(len(keep), tf.bool)),
                 default_value=False)
-            num_train = len(keep)
+            num_train = self._count(data_config.train_split) if hide_labels else len(keep)
         else:
             num_train = self._count(data_config.train_split)
         self.info = DatasetInfo(name=self._name, num_classes=num_classes,
@@ -79,7 +79,8 @@ class TfdsSource(ImageSource):
                         shuffle_files=shuffle_files, seed=seed)
         if num_pipelines > 1 and not self._splits_known:
             ds = ds.shard(num_pipelines, index)
-        if keep is not None:
+        hide = keep is not None and self._hide_labels
+        if keep is not None and not hide:
             ds = ds.filter(lambda ex: keep.lookup(ex["tfds_id"]))
         unlabeled = is_unlabeled_split(split)
         image_key, label_key = self._image_key, self._label_key
@@ -89,6 +90,8 @@ class TfdsSource(ImageSource):
             label = tf.cast(ex[label_key], tf.int32)
             if unlabeled:
                 label = tf.constant(UNLABELED, tf.int32)
+            if hide:
+                label = tf.where(keep.lookup(ex["tfds_id"]), label, UNLABELED)
             return {"image": decode_rgb(ex[image_key], image_shape), "label": label}
 
         return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)

@@ -156,3 +156,30 @@ def distillation_loss(teacher_logits, student_logits, temperature):
                          f"logits {student_logits.shape}; expected the same [B, C].")
     targets = tf.stop_gradient(tf.nn.softmax(teacher_logits / temperature))
     return supervised_loss(targets, student_logits / temperature)
+
+
+def distillation_objective(teacher_logits, student_logits, labels, temperature,
+                           supervised_weight):
+    """SimCLRv2's distillation loss plus, optionally, the supervised loss on labels.
+
+    loss = distillation_loss(T) + supervised_weight * supervised_loss, where the
+    supervised term is the cross-entropy of the student's logits (temperature 1)
+    averaged over the examples that have a label (label >= 0; 0 when none has).
+
+    Args:
+        teacher_logits, student_logits: [B, C].
+        labels: [B] int class ids, UNLABELED (-1) for images without a label.
+        temperature: T > 0 of the distillation term.
+        supervised_weight: >= 0; 0 leaves the labels unread.
+
+    Returns:
+        {"loss", "distill_loss"} float32 scalars, and "supervised_loss" when
+        supervised_weight > 0.
+    """
+    terms = {"distill_loss": distillation_loss(teacher_logits, student_logits, temperature)}
+    terms["loss"] = terms["distill_loss"]
+    if supervised_weight:
+        terms["supervised_loss"] = supervised_loss(
+            labels, student_logits, weights=tf.cast(labels >= 0, tf.float32))
+        terms["loss"] = terms["loss"] + supervised_weight * terms["supervised_loss"]
+    return terms

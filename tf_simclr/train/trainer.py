@@ -192,23 +192,23 @@ class Trainer:
         images = self._views(batch)[0]
         teacher_logits = self.state.teacher.logits(images)
         train = self.config.train
+        labels = batch["label"]
         with tf.GradientTape() as tape:
             outputs = self.state.model(images, training=True)
-            distill_loss = losses.distillation_loss(
-                teacher_logits, outputs["logits_sup"], train.distill_temperature)
-            loss = distill_loss
-            values = {}
-            if train.distill_supervised_weight:
-                sup_loss, values = self._supervised_terms(outputs, batch["label"])
-                loss += train.distill_supervised_weight * sup_loss
+            logits = tf.cast(outputs["logits_sup"], tf.float32)
+            values = losses.distillation_objective(
+                teacher_logits, logits, labels, train.distill_temperature,
+                train.distill_supervised_weight)
             weight_decay = optimizers.weight_decay_loss(self.config, self.state.model)
-            loss += weight_decay
+            loss = values.pop("loss") + weight_decay
             scaled_loss = self._scaled_loss(loss)
         self._apply_gradients(tape, scaled_loss)
-        agreement = metrics_lib.masked_accuracy(
-            tf.argmax(teacher_logits, -1, output_type=tf.int32), outputs["logits_sup"])
-        values.update(total_loss=loss, weight_decay=weight_decay, distill_loss=distill_loss,
-                      teacher_agreement=agreement)
+        if train.distill_supervised_weight:
+            values["supervised_acc"] = metrics_lib.masked_accuracy(
+                labels, logits, tf.cast(labels >= 0, tf.float32))
+        values.update(total_loss=loss, weight_decay=weight_decay, teacher_agreement=(
+            metrics_lib.masked_accuracy(tf.argmax(teacher_logits, -1, output_type=tf.int32),
+                                        logits)))
         return values
 
     def _views(self, batch):
