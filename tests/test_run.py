@@ -81,15 +81,36 @@ def test_official_command_line_parses_to_the_official_meaning():
     assert config_lib.scaled_learning_rate(config) == pytest.approx(2.0)  # 1.0 * 512 / 256
 
 
+def test_distill_student_defaults_to_the_teacher_architecture(tmp_path):
+    teacher = config_lib.Config().replace(resnet_depth=18, width_multiplier=0.25,
+                                          sk_ratio=0.0625, model_dir=str(tmp_path))
+    config_lib.save(teacher, str(tmp_path))
+    base = ["--train_mode=distill", f"--teacher={tmp_path}", "--model_dir=/tmp/x"]
+    same = _parse(base).validate().model
+    assert (same.resnet_depth, same.width_multiplier, same.sk_ratio) == (18, 0.25, 0.0625)
+    narrower = _parse([*base, "--width_multiplier=0.125"]).validate().model
+    assert (narrower.resnet_depth, narrower.width_multiplier) == (18, 0.125)
+    # Other modes, and teachers without config.json, keep the flags' defaults.
+    assert _parse(["--train_mode=pretrain", "--model_dir=/tmp/x"]).model.resnet_depth == 50
+    (tmp_path / "saved_model").mkdir()
+    saved_model = _parse(["--train_mode=distill", f"--teacher={tmp_path / 'saved_model'}",
+                          "--model_dir=/tmp/x"]).model
+    assert saved_model.resnet_depth == 50
+
+
 @pytest.mark.parametrize("flagfile", FLAGFILES)
 def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
     monkeypatch.chdir(REPO)  # nested flagfiles name each other relative to the repo
     needs_checkpoint = "linear_eval" in flagfile or "finetune" in flagfile
     extra = ["--checkpoint=/tmp/pretrain"] if needs_checkpoint else []
+    if "distill" in flagfile:
+        extra = ["--teacher=/tmp/finetuned"]
     config = _parse([f"--flagfile=flags/{flagfile}", "--model_dir=/tmp/x", *extra]).validate()
     if "linear_eval" in flagfile:
         assert config.train.train_mode == "finetune"
         assert config.train.fine_tune_after_block == 4
+    if "distill" in flagfile:
+        assert config.train.train_mode == "distill" and config.data.image_size == 28
     if "finetune" in flagfile:  # SimCLR's fine-tuning recipe: every layer, no weight decay
         assert config.train.train_mode == "finetune"
         assert config.train.fine_tune_after_block == -1 and config.optim.weight_decay == 0

@@ -206,6 +206,22 @@ def load(directory):
         return Config.from_json(f.read())
 
 
+# A student's default architecture --------------------------------------------------
+
+ARCHITECTURE_FIELDS = ("resnet_depth", "width_multiplier", "sk_ratio", "se_ratio")
+
+
+def teacher_architecture(teacher):
+    """{field: value} of the ResNet (depth, width, SK, SE) of a --teacher that is a
+    model_dir or checkpoint of ours, the student's default; {} for a SavedModel or a
+    path without config.json (the teacher's loader then says what is wrong)."""
+    directory = teacher if os.path.isdir(teacher) else os.path.dirname(teacher)
+    if not os.path.exists(os.path.join(directory, CONFIG_FILENAME)):
+        return {}
+    model = load(directory).model
+    return {name: getattr(model, name) for name in ARCHITECTURE_FIELDS}
+
+
 # The linear-evaluation recipe ------------------------------------------------------
 
 def linear_eval_overrides(pretrain_config):

@@ -36,9 +36,21 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def config_from_flags(flag_values=flags.FLAGS):
-    """The frozen Config that the parsed flags describe (not yet validated)."""
-    return config_lib.Config.from_flat(
+    """The frozen Config that the parsed flags describe (not yet validated).
+
+    A distillation student takes the teacher's architecture (depth, width, SK, SE)
+    for each of those flags not given (on the command line or in a flagfile).
+    """
+    config = config_lib.Config.from_flat(
         {name: flag_values[name].value for name in config_lib.field_names()})
+    if config.train.train_mode == "distill" and config.train.teacher:
+        inherited = {name: value for name, value in
+                     config_lib.teacher_architecture(config.train.teacher).items()
+                     if not flag_values[name].present}
+        if inherited:
+            logging.info("distill: the student takes the teacher's %s", inherited)
+            config = config.replace(**inherited)
+    return config
 
 
 define_flags()
