@@ -132,11 +132,30 @@ def test_student_converges_to_the_teacher_on_held_out_images(taught):
     assert agreement >= 0.85 and agreement > chance + 0.2, (agreement, chance)
 
 
-def test_two_replicas_follow_the_one_device_run(taught):
+def _with_hidden_labels(source):
+    """The source with most labels of the second half hidden (-1): each replica's
+    pipeline reads one half, so their batches hold different labelled counts."""
+    from testutil import ArraySource
+    images, labels = source._splits["train"]
+    labels = labels.copy()
+    half = len(labels) // 2
+    labels[half:] = np.where(np.arange(len(labels) - half) % 4 == 0, labels[half:], -1)
+    return ArraySource({"train": (images, labels), "test": source._splits["test"]},
+                       source.info.num_classes)
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_two_replicas_follow_the_one_device_run(taught, supervised):
     root, source, teacher_dir, _ = taught
-    config = _distill_config(root / "one", teacher_dir, global_bn=True, train_steps=4)
+    name = "supervised" if supervised else "distill"
+    config = _distill_config(root / f"one_{name}", teacher_dir, global_bn=True, train_steps=4,
+                             distill_supervised_weight=0.5 if supervised else 0.0)
+    if supervised:  # the supervised term is the global batch's mean over its labels
+        source = _with_hidden_labels(source)
     one_state, one = train(config, source, replicas=1)
-    two_state, two = train(config.replace(model_dir=str(root / "two")), source, replicas=2)
+    two_state, two = train(config.replace(model_dir=str(root / f"two_{name}")), source,
+                           replicas=2)
+    assert ("supervised_loss" in one.history[-1][1]) == supervised
     assert [s for s, _ in one.history] == [1, 2, 3, 4]
     assert_same_history(one.history, two.history, rtol=1e-4, atol=1e-6)
     assert_same_weights(weights(one_state.model), weights(two_state.model))
