@@ -228,9 +228,13 @@ def test_command_line_refuses_a_teacher_without_classifier_in_one_line(taught, t
     assert len(errors) == 1 and "has no classifier" in errors[0], done.stderr[-2000:]
 
 
-def test_distill_reads_every_image_and_the_labels_of_the_fraction_only(taught, tmp_path):
+def test_distill_job_reads_every_image_exports_the_student_and_it_teaches(taught, tmp_path):
     # --label_fraction with --train_mode=distill hides labels instead of dropping images:
     # 24 images, 6 labelled; one epoch of batch 4 is 24 // 4 + 1 = 7 steps (not 2).
+    # The hub module exported after evaluation carries the student's classifier, and
+    # serves as a --teacher in turn.
+    from hub_export import exporter
+    from hub_export.actions import ExportAfterEval
     from testutil import two_class_image_folder
     from tf_simclr import job
     _, _, teacher_dir, _ = taught
@@ -238,9 +242,18 @@ def test_distill_reads_every_image_and_the_labels_of_the_fraction_only(taught, t
                                     names=("a", "b", "c"))
     config = tiny_config(
         tmp_path / "run", train_mode="distill", teacher=str(teacher_dir),
-        dataset="image_folder", data_dir=str(images), train_split="train", eval_split="",
-        mode="train", label_fraction=0.25, distill_supervised_weight=0.5,
-        optimizer="momentum", learning_rate=0.1, train_steps=0, train_epochs=1,
-        train_batch_size=4, checkpoint_steps=0, checkpoint_epochs=1)
-    job.run(config)
+        dataset="image_folder", data_dir=str(images), train_split="train",
+        eval_split="train", mode="train_then_eval", label_fraction=0.25,
+        distill_supervised_weight=0.5, optimizer="momentum", learning_rate=0.1,
+        train_steps=0, train_epochs=1, train_batch_size=4, checkpoint_steps=0,
+        checkpoint_epochs=1, keep_hub_module_max=1)
+    results = job.run(config, after_eval=[ExportAfterEval()])
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-7")
+    assert 0 <= results["eval"]["label_top_1_accuracy"] <= 1
+    module = str(tmp_path / "run" / "saved_model" / "7")
+    student, _, _ = exporter.model_from_checkpoint(str(tmp_path / "run"))
+    batch = tf.random.stateless_uniform([5, 16, 16, 3], seed=[3, 4])
+    expected = student(batch, training=False)["logits_sup"].numpy()
+    as_teacher = teacher_lib.Teacher(module, 3, 16, tf.distribute.get_strategy())
+    np.testing.assert_allclose(as_teacher.logits(batch).numpy(), expected, rtol=1e-5,
+                               atol=1e-5)
