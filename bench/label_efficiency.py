@@ -50,7 +50,8 @@ FINETUNE_EPOCHS = {0.01: 60, 0.1: 30}
 TRAINING = {"scratch": ("scratch", 0.4), "scratch_low_lr": ("scratch", 0.05),
             "simclr_finetune": ("simclr", 0.05), "simclr_finetune_high_lr": ("simclr", 0.4)}
 # Distillation rows: the student's extra flags; the teacher is the simclr_finetune row.
-DISTILL = {"distill": ["--distill_temperature=0.1"],
+# The learning rate times T: the T-softened loss has 1/T times larger gradients.
+DISTILL = {"distill": ["--distill_temperature=0.1", "--learning_rate=0.01"],
            "distill_narrow": ["--distill_temperature=1", "--width_multiplier=0.125"]}
 DISTILL_EPOCHS = 6
 METHODS = ("pixels", "simclr_probe", *TRAINING, *DISTILL)
