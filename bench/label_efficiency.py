@@ -51,7 +51,7 @@ TRAINING = {"scratch": ("scratch", 0.4), "scratch_low_lr": ("scratch", 0.05),
             "simclr_finetune": ("simclr", 0.05), "simclr_finetune_high_lr": ("simclr", 0.4)}
 # Distillation rows: the student's extra flags; the teacher is the simclr_finetune row.
 # The learning rate times T: the T-softened loss has 1/T times larger gradients.
-DISTILL = {"distill": ["--distill_temperature=0.1", "--learning_rate=0.01"],
+DISTILL = {"distill": ["--distill_temperature=0.1", "--learning_rate=0.04"],
            "distill_narrow": ["--distill_temperature=1", "--width_multiplier=0.125"]}
 DISTILL_EPOCHS = 6
 METHODS = ("pixels", "simclr_probe", *TRAINING, *DISTILL)
