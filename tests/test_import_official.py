@@ -352,6 +352,13 @@ def test_official_tf1_sk_finetuned_checkpoint_with_ema_and_slots(tmp_path):
                    ("block_group1", "block_group4", "final_avg_pool", "logits_sup"))
     _import(tmp_path, folder, name="ema", image_size=64, weights="ema")
     _assert_parity(tmp_path / "ema", images, reference, ("final_avg_pool",), prefix="ema_")
+    # The import is a --teacher for --train_mode=distill as it is.
+    from tf_simclr.train import teacher
+    official_teacher = teacher.Teacher(str(tmp_path / "out"), 10, 64,
+                                       tf.distribute.get_strategy())
+    expected = reference["logits_sup"]
+    np.testing.assert_allclose(official_teacher.logits(tf.constant(images)).numpy(), expected,
+                               rtol=0, atol=PARITY_RTOL * np.max(np.abs(expected)))
 
 
 @needs_official
