@@ -294,9 +294,8 @@ def test_import_writes_a_model_dir_the_exporter_takes(tf1_source, tmp_path):
 
 # Parity with checkpoints the official code writes --------------------------------
 
-needs_official = pytest.mark.skipif(
-    not os.path.isdir(OFFICIAL),
-    reason=f"the official SimCLR code is not at {OFFICIAL} (parity tests need it)")
+OFFICIAL_MISSING = f"the official SimCLR code is not at {OFFICIAL} (parity tests need it)"
+needs_official = pytest.mark.skipif(not os.path.isdir(OFFICIAL), reason=OFFICIAL_MISSING)
 # Relative to the largest output of the official model (float32 sums over 2048+ terms).
 PARITY_RTOL = 1e-4
 
@@ -409,7 +408,7 @@ def official_r18(tmp_path_factory):
     """ResNet-18 with the CIFAR stem at 32 px in the official tf2/run.py checkpoint
     layout (with optimizer slots), imported: (root, images, official outputs, report)."""
     if not os.path.isdir(OFFICIAL):
-        pytest.skip(f"the official SimCLR code is not at {OFFICIAL} (parity tests need it)")
+        pytest.skip(OFFICIAL_MISSING)
     root = tmp_path_factory.mktemp("official_r18")
     folder, images, reference = _official_checkpoint(root, "tf2_r18", "tf2", 32,
                                                      "--depth=18", "--momentum")

@@ -60,7 +60,7 @@ class TfdsSource(ImageSource):
                 tf.lookup.KeyValueTensorInitializer(
                     tf.constant(keep), tf.ones(len(keep), tf.bool)),
                 default_value=False)
-            num_train = self._count(data_config.train_split) if hide_labels else len(keep)
+            num_train = len(ids) if hide_labels else len(keep)
         else:
             num_train = self._count(data_config.train_split)
         self.info = DatasetInfo(name=self._name, num_classes=num_classes,

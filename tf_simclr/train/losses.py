@@ -159,22 +159,22 @@ def distillation_loss(teacher_logits, student_logits, temperature):
 
 
 def distillation_objective(teacher_logits, student_logits, labels, temperature,
-                           supervised_weight, labelled_per_replica=None):
+                           supervised_weight, supervised_scale=1.0):
     """SimCLRv2's distillation loss plus, optionally, the supervised loss on labels.
 
     loss = distillation_loss(T) + supervised_weight * supervised_loss, where the
     supervised term is the cross-entropy of the student's logits (temperature 1)
-    summed over the examples that have a label (label >= 0) and divided by their
-    number (0 when none has).
+    averaged over the examples that have a label (label >= 0; 0 when none has),
+    times supervised_scale.
 
     Args:
         teacher_logits, student_logits: [B, C].
         labels: [B] int class ids, UNLABELED (-1) for images without a label.
         temperature: T > 0 of the distillation term.
         supervised_weight: >= 0; 0 leaves the labels unread.
-        labelled_per_replica: the divisor instead of this batch's labelled count:
-            the global batch's count / replicas, so that the mean over replicas is
-            the global batch's mean when replicas hold different counts.
+        supervised_scale: this batch's labelled count over the replicas' mean count,
+            so that the mean over replicas is the global batch's mean when replicas
+            hold different counts (1 on one device).
 
     Returns:
         {"loss", "distill_loss"} float32 scalars, and "supervised_loss" when
@@ -183,11 +183,7 @@ def distillation_objective(teacher_logits, student_logits, labels, temperature,
     terms = {"distill_loss": distillation_loss(teacher_logits, student_logits, temperature)}
     terms["loss"] = terms["distill_loss"]
     if supervised_weight:
-        labelled = tf.cast(labels >= 0, tf.float32)
-        mean = supervised_loss(labels, student_logits, weights=labelled)
-        if labelled_per_replica is not None:
-            mean = mean * tf.math.divide_no_nan(tf.reduce_sum(labelled),
-                                                tf.cast(labelled_per_replica, tf.float32))
-        terms["supervised_loss"] = mean
-        terms["loss"] = terms["loss"] + supervised_weight * mean
+        terms["supervised_loss"] = supervised_scale * supervised_loss(
+            labels, student_logits, weights=tf.cast(labels >= 0, tf.float32))
+        terms["loss"] = terms["loss"] + supervised_weight * terms["supervised_loss"]
     return terms

@@ -192,25 +192,27 @@ class Trainer:
         images = self._views(batch)[0]
         teacher_logits = self.state.teacher.logits(images)
         train = self.config.train
-        labels = batch["label"]
-        replica = tf.distribute.get_replica_context()
-        labelled_per_replica = replica.all_reduce(
-            tf.distribute.ReduceOp.MEAN, tf.reduce_sum(tf.cast(labels >= 0, tf.float32)))
+        labels, share = batch["label"], 1.0
+        if train.distill_supervised_weight:
+            # Replicas hold different labelled counts: weigh each replica's means by
+            # its share so that their average is the global batch's.
+            labelled = tf.cast(labels >= 0, tf.float32)
+            count = tf.reduce_sum(labelled)
+            share = tf.math.divide_no_nan(count, tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.MEAN, count))
         with tf.GradientTape() as tape:
             outputs = self.state.model(images, training=True)
             logits = tf.cast(outputs["logits_sup"], tf.float32)
             values = losses.distillation_objective(
                 teacher_logits, logits, labels, train.distill_temperature,
-                train.distill_supervised_weight, labelled_per_replica)
+                train.distill_supervised_weight, share)
             weight_decay = optimizers.weight_decay_loss(self.config, self.state.model)
             loss = values.pop("loss") + weight_decay
             scaled_loss = self._scaled_loss(loss)
         self._apply_gradients(tape, scaled_loss)
-        if train.distill_supervised_weight:  # of the global batch's labelled images
-            labelled = tf.cast(labels >= 0, tf.float32)
-            values["supervised_acc"] = metrics_lib.masked_accuracy(
-                labels, logits, labelled) * tf.math.divide_no_nan(
-                    tf.reduce_sum(labelled), labelled_per_replica)
+        if train.distill_supervised_weight:
+            values["supervised_acc"] = share * metrics_lib.masked_accuracy(
+                labels, logits, labelled)
         values.update(total_loss=loss, weight_decay=weight_decay, teacher_agreement=(
             metrics_lib.masked_accuracy(tf.argmax(teacher_logits, -1, output_type=tf.int32),
                                         logits)))
