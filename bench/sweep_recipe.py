@@ -11,6 +11,7 @@ model_dir's result.json: the probe's linear and kNN top-1 of the encoder of the 
 step (not the best epoch), the pretraining minutes (train_seconds) and the whole
 command's minutes. A model_dir that already holds a result.json is read, not rerun,
 so the sweep can be stopped and continued; delete the folder to rerun a setting.
+The results file keeps the stage's earlier rows; a rerun replaces a (setting, seed).
 
 With several --seeds each setting runs once per seed (--seed=S, model_dir NAME_sS)
 and the table gives mean and spread (min-max) over the seeds.
@@ -88,6 +89,17 @@ def run_setting(name, flags, root, seed):
             "minutes": result["seconds"] / 60, "loadavg_after": os.getloadavg()[0]}
 
 
+def merged_rows(path, rows):
+    """The stage's earlier rows from `path` with this run's rows replacing the same
+    (setting, seed): a run of some settings (--only) keeps the others in the table."""
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        earlier = json.load(f)["rows"]
+    fresh = {(r["name"], r["seed"]) for r in rows}
+    return [r for r in earlier if (r["name"], r["seed"]) not in fresh] + rows
+
+
 def summarise(rows):
     """name -> mean and (min, max) of each metric over the seeds that finished."""
     table = {}
@@ -152,10 +164,11 @@ def main():
         for name in args.only or settings:
             flags = COMMON.get(args.stage, []) + settings[name]
             rows.append(run_setting(name, flags, args.root, seed))
+    path = os.path.join(HERE, "results", f"sweep_{args.stage}.json")
+    rows = merged_rows(path, rows)
     summary = summarise(rows)
     table = markdown(summary)
     print(table)
-    path = os.path.join(HERE, "results", f"sweep_{args.stage}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"rows": rows, "summary": summary, "table": table,
