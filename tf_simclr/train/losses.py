@@ -92,6 +92,11 @@ def nt_xent_loss(z1, z2, temperature, normalize=True):
     return tf.reduce_mean(loss_a + loss_b), logits_ab, labels
 
 
+def labelled_weights(labels):
+    """[B] float32: 1 where the label is a class id (>= 0), 0 for UNLABELED (-1)."""
+    return tf.cast(labels >= 0, tf.float32)
+
+
 def supervised_loss(labels, logits, weights=None):
     """Softmax cross-entropy from logits, averaged over the local batch (float32).
 
@@ -184,6 +189,6 @@ def distillation_objective(teacher_logits, student_logits, labels, temperature,
     terms["loss"] = terms["distill_loss"]
     if supervised_weight:
         terms["supervised_loss"] = supervised_scale * supervised_loss(
-            labels, student_logits, weights=tf.cast(labels >= 0, tf.float32))
+            labels, student_logits, weights=labelled_weights(labels))
         terms["loss"] = terms["loss"] + supervised_weight * terms["supervised_loss"]
     return terms

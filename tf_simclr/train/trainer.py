@@ -146,7 +146,7 @@ class Trainer:
         if "logits_sup" not in outputs:
             return tf.constant(0.0), {}
         logits = tf.cast(outputs["logits_sup"], tf.float32)
-        weights = tf.cast(labels >= 0, tf.float32)
+        weights = losses.labelled_weights(labels)
         loss = losses.supervised_loss(labels, logits, weights=weights)
         accuracy = metrics_lib.masked_accuracy(labels, logits, weights)
         return loss, {"supervised_loss": loss, "supervised_acc": accuracy}
@@ -196,7 +196,7 @@ class Trainer:
         if train.distill_supervised_weight:
             # Replicas hold different labelled counts: weigh each replica's means by
             # its share so that their average is the global batch's.
-            labelled = tf.cast(labels >= 0, tf.float32)
+            labelled = losses.labelled_weights(labels)
             count = tf.reduce_sum(labelled)
             share = tf.math.divide_no_nan(count, tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.MEAN, count))
