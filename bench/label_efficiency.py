@@ -5,9 +5,10 @@
         [--results label_efficiency]
 
 DIR is a pretraining model_dir of the architecture in flags/fashion_mnist_finetune.cfg
-(ResNet-18 at 1/4 width: flags/fashion_mnist_1h.cfg with --width_multiplier=0.25). For each fraction F of the train
-split's labels (stratified: the same fraction of every class, chosen by --seed) and
-the whole test split, the rows of --methods, each the command a user runs:
+(ResNet-18 at 1/4 width: flags/fashion_mnist_1h.cfg with --width_multiplier=0.25).
+For each fraction F of the train split's labels (stratified: the same fraction of
+every class, chosen by --seed) and the whole test split, the rows of --methods, each
+the command a user runs:
 
 - pixels: `python -m tf_simclr.probe --baseline=pixels --label_fraction=F`, the
   converged logistic regression on standardised raw pixels;
