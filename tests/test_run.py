@@ -126,9 +126,16 @@ def test_every_shipped_flagfile_gives_a_valid_config(flagfile, monkeypatch):
     if flagfile in ("quickstart.cfg", "smoke.cfg", "fashion_mnist_1h.cfg"):
         assert config.data.dataset == "fashion_mnist"
     if flagfile == "fashion_mnist_1h.cfg":
-        # The quickstart's recipe on a wider network, longer.
+        # The quickstart's recipe on a network four times as wide, longer.
         quickstart = _parse(["--flagfile=flags/quickstart.cfg", "--model_dir=/tmp/x"])
-        assert config.model.width_multiplier > quickstart.model.width_multiplier
+        assert config.model.width_multiplier == 4 * quickstart.model.width_multiplier
+        # The label-efficiency tables' pretraining: the preset at the fine-tuning
+        # flagfile's width (README's stage 1) must give that flagfile's architecture.
+        finetune = _parse(["--flagfile=flags/fashion_mnist_finetune.cfg", "--model_dir=/tmp/x",
+                           "--checkpoint=/tmp/pretrain"])
+        narrow = _parse(["--flagfile=flags/fashion_mnist_1h.cfg", "--model_dir=/tmp/x",
+                         "--width_multiplier=0.25"])
+        assert narrow.model == finetune.model
         assert config.train.train_epochs > quickstart.train.train_epochs
         assert config.augment == quickstart.augment and config.loss == quickstart.loss
 
